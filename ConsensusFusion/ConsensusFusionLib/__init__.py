@@ -1,0 +1,1 @@
+"""MRML-level logic of the ConsensusFusion module (imports slicer; never qt/ctk)."""

@@ -1,0 +1,109 @@
+"""Arrays in and out of MRML volume and segmentation nodes, with the core's geometry convention.
+
+Arrays are ``[k, j, i]`` (``slicer.util.arrayFromVolume``'s order); :class:`Geometry` carries spacing
+per array axis and the RAS origin and directions.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from SegmentationUncertaintyLib.geometry import Geometry
+
+#: Distinct, colour-blind-friendly segment colours (Okabe–Ito, then Tableau), RGB in [0, 1].
+SEGMENT_COLORS = (
+    (0.90, 0.62, 0.00), (0.34, 0.71, 0.91), (0.00, 0.62, 0.45), (0.94, 0.89, 0.26),
+    (0.00, 0.45, 0.70), (0.84, 0.37, 0.00), (0.80, 0.47, 0.65), (0.55, 0.34, 0.29),
+    (0.50, 0.50, 0.50), (0.74, 0.74, 0.13), (0.09, 0.75, 0.81), (0.89, 0.47, 0.76),
+)
+
+
+def geometry_of_volume(volume_node) -> Geometry:
+    """:class:`Geometry` of a volume node (spacing, origin and IJK-to-RAS directions)."""
+    import vtk
+
+    matrix = vtk.vtkMatrix4x4()
+    volume_node.GetIJKToRASMatrix(matrix)
+    return Geometry.from_ijk_to_ras(np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)]))
+
+
+def add_volume(array: np.ndarray, geometry: Geometry, name: str, node_class: str = "vtkMRMLScalarVolumeNode"):
+    """Add a new volume node holding a copy of ``array`` (shape (Z, Y, X)) placed by ``geometry``."""
+    import slicer
+
+    node = slicer.util.addVolumeFromArray(np.ascontiguousarray(array), geometry.ijk_to_ras(), name, node_class)
+    return node
+
+
+def add_segmentation(masks: Mapping[str, np.ndarray], reference_volume, name: str,
+                     colors: Sequence[Sequence[float]] | None = None):
+    """Add a new segmentation node with one segment per named mask, on ``reference_volume``'s grid.
+
+    Parameters
+    ----------
+    masks : mapping of str to ndarray of bool, shape (Z, Y, X)
+        Segment names to masks on the reference volume's voxel grid.
+    reference_volume : vtkMRMLScalarVolumeNode
+        Gives the geometry; the segmentation's reference image geometry is set from it.
+    colors : sequence of RGB triples in [0, 1], optional
+        One per segment; default :data:`SEGMENT_COLORS` in turn.
+    """
+    import slicer
+
+    node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+    node.CreateDefaultDisplayNodes()
+    node.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume)
+    segmentation = node.GetSegmentation()
+    for index, (segment_name, mask) in enumerate(masks.items()):
+        color = (colors[index] if colors is not None else SEGMENT_COLORS[index % len(SEGMENT_COLORS)])
+        segment_id = segmentation.AddEmptySegment(segment_name, segment_name, list(color))
+        slicer.util.updateSegmentBinaryLabelmapFromArray(np.asarray(mask, dtype=np.uint8), node, segment_id,
+                                                         reference_volume)
+    return node
+
+
+def segment_mask(segmentation_node, segment_id: str, reference_volume) -> np.ndarray:
+    """Boolean mask (Z, Y, X) of one segment, resampled onto ``reference_volume``'s grid."""
+    import slicer
+
+    return np.asarray(slicer.util.arrayFromSegmentBinaryLabelmap(segmentation_node, segment_id, reference_volume)) > 0
+
+
+def segment_ids(segmentation_node) -> list[str]:
+    segmentation = segmentation_node.GetSegmentation()
+    return [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
+
+
+def save_segmentation(segmentation_node, path: str) -> None:
+    """Write a ``.seg.nrrd`` file that desktop Slicer opens (raises ``OSError`` on failure)."""
+    import slicer
+
+    storage = slicer.mrmlScene.CreateNodeByClass("vtkMRMLSegmentationStorageNode")
+    try:
+        storage.SetFileName(str(path))
+        if not storage.WriteData(segmentation_node):
+            raise OSError(f"could not write segmentation to {path}")
+    finally:
+        storage.UnRegister(None)
+
+
+def load_segmentation(path: str, name: str | None = None):
+    """Read a ``.seg.nrrd`` file into a new segmentation node (raises ``OSError`` on failure)."""
+    import os
+
+    import slicer
+
+    if not os.path.exists(path):
+        raise OSError(f"no segmentation file at {path}")
+    node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", name or os.path.basename(path).split(".")[0])
+    storage = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+    storage.SetFileName(str(path))
+    if not storage.ReadData(node):
+        slicer.mrmlScene.RemoveNode(storage)
+        slicer.mrmlScene.RemoveNode(node)
+        raise OSError(f"could not read a segmentation from {path}")
+    node.SetAndObserveStorageNodeID(storage.GetID())
+    node.CreateDefaultDisplayNodes()
+    return node

@@ -1,0 +1,54 @@
+"""Sample cases as MRML nodes: a real image volume and its reference segmentation.
+
+Example
+-------
+>>> volume, segmentation = load_sample_case("mni152-ventricles")
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from SegmentationUncertaintyLib import sample_data
+
+from .nodes import add_segmentation, add_volume
+
+
+def _mni152():
+    case = sample_data.load_mni152()
+    return case, {"lateral ventricles": case.masks["lateral_ventricles"]}
+
+
+def _colin27_hippocampus():
+    case = sample_data.load_colin27(("Hippocampus_L",))
+    return case, {"left hippocampus": case.masks["Hippocampus_L"]}
+
+
+#: Case key -> (title, loader returning the SampleCase and the named reference masks).
+SAMPLE_CASES: dict[str, tuple[str, Callable]] = {
+    "mni152-ventricles": ("MNI152 T1 — lateral ventricles", _mni152),
+    "colin27-hippocampus": ("Colin27 T1 — left hippocampus (AAL)", _colin27_hippocampus),
+}
+
+DEFAULT_CASE = "mni152-ventricles"
+
+
+def load_sample_case(key: str = DEFAULT_CASE):
+    """Add a sample case to ``slicer.mrmlScene``: a volume node and a segmentation node with the reference.
+
+    Parameters
+    ----------
+    key : str
+        One of :data:`SAMPLE_CASES`.
+
+    Returns
+    -------
+    (vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode)
+    """
+    if key not in SAMPLE_CASES:
+        raise ValueError(f"unknown sample case {key!r}; choose one of {sorted(SAMPLE_CASES)}")
+    title, loader = SAMPLE_CASES[key]
+    case, references = loader()
+    volume = add_volume(case.image, case.geometry, title.split(" — ")[0])
+    segmentation = add_segmentation(references, volume, "Reference")
+    return volume, segmentation

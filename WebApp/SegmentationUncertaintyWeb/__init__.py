@@ -1,0 +1,1 @@
+"""The Segmentation Uncertainty panels in a browser, on trame-slicer and the same logic classes."""
