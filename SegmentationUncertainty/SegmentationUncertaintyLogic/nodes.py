@@ -107,3 +107,66 @@ def load_segmentation(path: str, name: str | None = None):
     node.SetAndObserveStorageNodeID(storage.GetID())
     node.CreateDefaultDisplayNodes()
     return node
+
+
+def require_node(node, class_name: str, what: str):
+    """Raise a ``ValueError`` naming ``what`` unless ``node`` is a ``class_name`` in the scene."""
+    if node is None:
+        raise ValueError(f"{what} is missing: select one")
+    if not node.IsA(class_name):
+        raise ValueError(f"{what} must be a {class_name}, got {node.GetClassName()} '{node.GetName()}'")
+    if node.GetScene() is None:
+        raise ValueError(f"{what} '{node.GetName()}' is not in a scene")
+    return node
+
+
+def require_segment(segmentation_node, segment_id: str | None, what: str) -> str:
+    """Check that ``segment_id`` (default: the first segment) exists in ``segmentation_node``; return it."""
+    require_node(segmentation_node, "vtkMRMLSegmentationNode", what)
+    ids = segment_ids(segmentation_node)
+    if not ids:
+        raise ValueError(f"{what} '{segmentation_node.GetName()}' has no segment: draw one first")
+    if segment_id is None:
+        return ids[0]
+    if segment_id not in ids:
+        raise ValueError(f"{what} '{segmentation_node.GetName()}' has no segment '{segment_id}'; it has {ids}")
+    return segment_id
+
+
+def update_or_add_volume(array: np.ndarray, reference_volume, name: str, node=None):
+    """Write ``array`` into ``node`` (a volume the caller passed as output) or into a new volume node,
+    with ``reference_volume``'s geometry."""
+    import slicer
+
+    if node is None:
+        node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+    node.CopyOrientation(reference_volume)
+    slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(array))
+    if node.GetDisplayNode() is None:
+        node.CreateDefaultDisplayNodes()
+    return node
+
+
+def write_table(columns: Mapping[str, Sequence], name: str, node=None):
+    """Fill a table node (new, or the one passed) with named columns of numbers or strings."""
+    import slicer
+    import vtk
+
+    if node is None:
+        node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", name)
+    table = node.GetTable()
+    table.Initialize()
+    for column_name, values in columns.items():
+        values = list(values)
+        if values and all(isinstance(v, (int, float, np.integer, np.floating)) for v in values):
+            array = vtk.vtkDoubleArray()
+        else:
+            array = vtk.vtkStringArray()
+            values = [str(v) for v in values]
+        array.SetName(column_name)
+        for value in values:
+            array.InsertNextValue(float(value) if isinstance(array, vtk.vtkDoubleArray) else value)
+        table.AddColumn(array)
+    node.Modified()
+    return node
+

@@ -70,7 +70,7 @@ def create_scene() -> StandaloneSlicer:
     -------
     StandaloneSlicer
         ``scene``, ``app_logic`` and ``logics`` keyed by Slicer's module logic names
-        (``"Colors"``, ``"Volumes"``, ``"Segmentations"``, ``"SubjectHierarchy"``).
+        (``"Colors"``, ``"Volumes"``, ``"Segmentations"``, ``"SubjectHierarchy"``, ``"Data"``).
     """
     import slicer
 
@@ -85,6 +85,8 @@ def create_scene() -> StandaloneSlicer:
         ("Volumes", slicer.vtkSlicerVolumesLogic()),
         ("Segmentations", slicer.vtkSlicerSegmentationsModuleLogic()),
         ("SubjectHierarchy", slicer.vtkSlicerSubjectHierarchyModuleLogic()),
+        # Removes a node's display and storage nodes with it, as in Slicer (else slicer.util leaks them).
+        ("Data", slicer.vtkSlicerDataModuleLogic()),
     ):
         # The application logic first: some logics look up others through it when the scene is set.
         logic.SetMRMLApplicationLogic(app_logic)
@@ -107,6 +109,9 @@ def wire_slicer_util(scene, app_logic, logics: dict[str, Any]) -> None:
     """
     import slicer
 
+    # Slicer's Colors module registers colour legends; the wheel's scenes lack it (map overlays need it).
+    if not scene.IsNodeClassRegistered("vtkMRMLColorLegendDisplayNode"):
+        scene.RegisterNodeClass(slicer.vtkMRMLColorLegendDisplayNode())
     slicer.mrmlScene = scene
     slicer.app = _App()
     slicer.app.applicationLogic = lambda: app_logic

@@ -32,6 +32,7 @@ class SegmentationUncertaintyApp(TrameApp):
         wire_slicer_util(app.scene, app.app_logic, {
             "Colors": app.color_logic, "Volumes": app.volumes_logic,
             "Segmentations": app.segmentations_logic, "SubjectHierarchy": app.subject_hierarchy_logic,
+            "Data": app.data_logic,
         })
         self._logic = SegmentationAppLogic(self.server, app)
         self._ui = SegmentationAppUI(self.server, self._logic.layout_manager)
