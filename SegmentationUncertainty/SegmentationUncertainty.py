@@ -25,6 +25,7 @@ class SegmentationUncertaintyWidget(ScriptedLoadableModuleWidget, VTKObservation
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
         self.logic = None
+        self.maps = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -35,7 +36,20 @@ class SegmentationUncertaintyWidget(ScriptedLoadableModuleWidget, VTKObservation
         self.logic = SegmentationUncertaintyLogic()
         for key, title in self.logic.sampleCases.items():
             self.ui.sampleCaseComboBox.addItem(title, key)
+        self.ui.colorTableComboBox.addItems(list(self.logic.colorTables))
+        self.ui.segmentEditorWidget.setMRMLSegmentEditorNode(
+            slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentEditorNode", "SegmentationUncertaintyEditor"))
         self.ui.loadSampleButton.connect("clicked(bool)", self.onLoadSample)
+        self.ui.computeMapsButton.connect("clicked(bool)", self.onComputeMaps)
+        self.ui.entropyButton.connect("clicked(bool)", lambda: self.onOverlay("entropy"))
+        self.ui.frequencyButton.connect("clicked(bool)", lambda: self.onOverlay("frequency"))
+        self.ui.gammaButton.connect("clicked(bool)", lambda: self.onOverlay("gamma"))
+        self.ui.hideOverlayButton.connect("clicked(bool)", self.logic.hideOverlay)
+        self.ui.tauMapSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onOverlayNode)
+        self.ui.referenceSegmentSelector.connect("currentNodeChanged(vtkMRMLNode*)",
+                                                 self.ui.segmentEditorWidget.setSegmentationNode)
+        self.ui.inputVolumeSelector.connect("currentNodeChanged(vtkMRMLNode*)",
+                                            self.ui.segmentEditorWidget.setSourceVolumeNode)
         self.ui.openSamplerButton.connect("clicked(bool)", lambda: slicer.util.selectModule("GPSSISampler"))
         self.ui.openFusionButton.connect("clicked(bool)", lambda: slicer.util.selectModule("ConsensusFusion"))
 
@@ -46,6 +60,32 @@ class SegmentationUncertaintyWidget(ScriptedLoadableModuleWidget, VTKObservation
             slicer.util.setSliceViewerLayers(background=volume, fit=True)
             self.ui.inputVolumeSelector.setCurrentNode(volume)
             self.ui.referenceSegmentSelector.setCurrentNode(segmentation)
+
+    def onComputeMaps(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Failed to compute the uncertainty maps."), waitCursor=True):
+            progress = slicer.util.createProgressDialog(labelText=_("Computing uncertainty maps"), maximum=100)
+            try:
+                self.maps = self.logic.computeUncertaintyMaps(
+                    self.ui.inputVolumeSelector.currentNode(), self.ui.samplesSelector.currentNode(),
+                    reference=self.ui.referenceSegmentSelector.currentNode(),
+                    referenceSegmentId=self.ui.referenceSegmentSelector.currentSegmentID() or None,
+                    progress=lambda f, message: (progress.setValue(int(100 * f)), progress.setLabelText(message),
+                                                 slicer.app.processEvents()))
+            finally:
+                progress.close()
+            self.ui.metricsTableView.setMRMLTableNode(self.maps.metrics)
+            self.onOverlay("entropy")
+
+    def onOverlay(self, name: str) -> None:
+        if self.maps is not None:
+            self.onOverlayNode(getattr(self.maps, name))
+
+    def onOverlayNode(self, node) -> None:
+        if node is None:
+            return
+        with slicer.util.tryWithErrorDisplay(_("Failed to show the map."), waitCursor=True):
+            self.logic.showOverlay(node, colorTable=self.ui.colorTableComboBox.currentText,
+                                   opacity=self.ui.opacitySlider.value)
 
 
 class SegmentationUncertaintyTest(ScriptedLoadableModuleTest):

@@ -170,3 +170,42 @@ def write_table(columns: Mapping[str, Sequence], name: str, node=None):
     node.Modified()
     return node
 
+
+
+def save_volume(volume_node, path: str) -> None:
+    """Write a volume node to ``path`` (``.nrrd``, ``.nii.gz``, ...; raises ``OSError`` on failure)."""
+    import slicer
+
+    storage = slicer.mrmlScene.CreateNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
+    try:
+        storage.SetFileName(str(path))
+        storage.SetUseCompression(True)
+        if not storage.WriteData(volume_node):
+            raise OSError(f"could not write volume '{volume_node.GetName()}' to {path}")
+    finally:
+        storage.UnRegister(None)
+
+
+def table_rows(table_node) -> list[dict[str, object]]:
+    """Rows of a table node as dictionaries (numbers as float, others as str)."""
+    table = table_node.GetTable()
+    names = [table.GetColumnName(c) for c in range(table.GetNumberOfColumns())]
+    rows = []
+    for r in range(table.GetNumberOfRows()):
+        row = {}
+        for c, name in enumerate(names):
+            value = table.GetValue(r, c)
+            row[name] = value.ToDouble() if value.IsNumeric() else value.ToString()
+        rows.append(row)
+    return rows
+
+
+def save_table_csv(table_node, path: str) -> None:
+    """Write a table node as CSV (header row, then one line per row)."""
+    import csv
+
+    rows = table_rows(table_node)
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else [])
+        writer.writeheader()
+        writer.writerows(rows)

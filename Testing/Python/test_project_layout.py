@@ -83,6 +83,15 @@ _CLASS_FOR_USE = {
     "addItem": {"QComboBox", "ctkComboBox"},
     "currentData": {"QComboBox", "ctkComboBox"},
     "clicked(bool)": {"QPushButton", "QToolButton", "QCheckBox", "ctkCheckBox"},
+    "currentNodeChanged(vtkMRMLNode*)": {"qMRMLNodeComboBox", "qMRMLSegmentSelectorWidget"},
+    "currentSegmentID": {"qMRMLSegmentSelectorWidget"},
+    "setMRMLTableNode": {"qMRMLTableView"},
+    "setMRMLSegmentEditorNode": {"qMRMLSegmentEditorWidget"},
+    "setSegmentationNode": {"qMRMLSegmentEditorWidget"},
+    "setSourceVolumeNode": {"qMRMLSegmentEditorWidget"},
+    "currentText": {"QComboBox", "ctkComboBox"},
+    "addItems": {"QComboBox", "ctkComboBox"},
+    "value": {"ctkSliderWidget", "QSlider", "QSpinBox", "QDoubleSpinBox", "ctkDoubleSpinBox", "ctkRangeWidget"},
 }
 
 

@@ -1,4 +1,4 @@
-"""Web app: trame-slicer's slice/3-D views and segment editor with a sample case loaded.
+"""Web app: trame-slicer's views and segment editor, a sample case, and the Segmentation Uncertainty panels.
 
 Run ``make app`` (or ``segmentation-uncertainty-app --host 127.0.0.1 --port 8080``) and open the URL.
 """
@@ -8,48 +8,99 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import tempfile
+from pathlib import Path
 
-from trame.app import TrameApp
-from trame_slicer import module as trame_slicer_module
-from trame_slicer.app.logic import SegmentationAppLogic
-from trame_slicer.app.ui import SegmentationAppUI
-from trame_slicer.core import SlicerApp
+os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")  # headless rendering
 
-from SegmentationUncertaintyLogic.sample_scenes import DEFAULT_CASE, SAMPLE_CASES, load_sample_case
-from SegmentationUncertaintyLogic.standalone import wire_slicer_util
+from trame.app import TrameApp  # noqa: E402
+from trame_slicer import module as trame_slicer_module  # noqa: E402
+from trame_slicer.app.logic import SegmentationAppLogic  # noqa: E402
+from trame_slicer.app.ui import SegmentationAppUI  # noqa: E402
+from trame_slicer.app.ui.control_button import ControlButton  # noqa: E402
+from trame_slicer.core import SlicerApp  # noqa: E402
+
+from SegmentationUncertaintyLogic.sample_scenes import DEFAULT_CASE, SAMPLE_CASES, load_sample_case  # noqa: E402
+from SegmentationUncertaintyLogic.standalone import wire_slicer_util  # noqa: E402
+
+from .uncertainty_panel import UncertaintyPanel  # noqa: E402
+from .widgets import Downloads  # noqa: E402
 
 TITLE = "Segmentation Uncertainty"
+PANELS = (UncertaintyPanel,)
 
 
 class SegmentationUncertaintyApp(TrameApp):
-    """trame-slicer's segmentation app with our scene wiring and a sample case."""
+    """trame-slicer's segmentation app with our scene wiring, a sample case and our side panels."""
 
-    def __init__(self, server=None, case: str = DEFAULT_CASE):
+    def __init__(self, server=None, case: str = DEFAULT_CASE, downloads_dir: str | None = None):
         super().__init__(server)
         self.server.enable_module(trame_slicer_module)
-        self.slicer_app = SlicerApp()
-        app = self.slicer_app
+        self.slicer_app = app = SlicerApp()
         wire_slicer_util(app.scene, app.app_logic, {
             "Colors": app.color_logic, "Volumes": app.volumes_logic,
             "Segmentations": app.segmentations_logic, "SubjectHierarchy": app.subject_hierarchy_logic,
             "Data": app.data_logic,
         })
+        self.downloads = Downloads(self.server, Path(downloads_dir or tempfile.mkdtemp(prefix="su-downloads-")))
+        self.case_titles = {key: title for key, (title, _loader) in SAMPLE_CASES.items()}
+        self.case = case
+        self.volume = None
         self._logic = SegmentationAppLogic(self.server, app)
         self._ui = SegmentationAppUI(self.server, self._logic.layout_manager)
-        self._ui.layout.title.set_text(f"{TITLE} — {SAMPLE_CASES[case][0]}")
-        self._ui.layout.flush_content()
+        self.panels = [panel_type(self) for panel_type in PANELS]
+        self._add_panels()
         self._logic.set_ui(self._ui)
         self.server.state["trame__title"] = TITLE
         self.server.state["trame__favicon"] = None
         self.load_case(case)
 
+    @property
+    def scene(self):
+        return self.slicer_app.scene
+
+    def _add_panels(self) -> None:
+        ui = self._ui
+        for panel in self.panels:
+            active = f"{ui.name.active_tool} === '{type(panel).__name__}'"
+            with ui.layout.drawer:
+                from trame.widgets import html
+
+                with html.Div(v_if=(active,)):
+                    panel.build()
+            with ui.layout.toolbar:
+                ControlButton(icon=panel.icon, name=panel.title, classes="mt-1",
+                              click=f"{ui.name.active_tool} = {active} ? null : '{type(panel).__name__}';"
+                                    f"{ui.name.is_drawer_visible} = {ui.name.active_tool} !== null",
+                              active=(active,), disabled=(f"!{ui.name.is_volume_loaded}",),
+                              __properties=[("data_testid", "data-testid")],
+                              data_testid=f"open-{type(panel).__name__}")
+        ui.layout.title.set_text(f"{TITLE} — {SAMPLE_CASES[self.case][0]}")
+        ui.layout.flush_content()
+
     def load_case(self, case: str) -> None:
         """Replace the scene's data with a sample case and show it in the views."""
-        self.slicer_app.scene.Clear()
-        volume, _segmentation = load_sample_case(case)
-        self.slicer_app.display_manager.show_volume(volume, do_reset_views=True)
+        if case not in SAMPLE_CASES:
+            raise ValueError(f"unknown sample case {case!r}")
+        self.scene.Clear()
+        self.volume, _segmentation = load_sample_case(case)
+        self.case = case
+        self.slicer_app.display_manager.show_volume(self.volume, do_reset_views=True)
         # Same signal as trame-slicer's file loading: the editor takes the scene's segmentation.
-        self._logic._load_files_logic.volume_loaded(volume)
+        self._logic._load_files_logic.volume_loaded(self.volume)
+        self._ui.layout.title.set_text(f"{TITLE} — {SAMPLE_CASES[case][0]}")
+        self._ui.layout.flush_content()
+
+    def reference_node(self):
+        """The segmentation being edited in the segment editor (the reference)."""
+        return self.slicer_app.segmentation_editor.active_segmentation_node
+
+    def reference_segment_id(self) -> str:
+        return self.slicer_app.segmentation_editor.get_active_segment_id()
+
+    def render(self) -> None:
+        for view in self.slicer_app.view_manager.get_views():
+            view.schedule_render()
 
     @property
     def ui(self):
@@ -61,9 +112,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
     parser.add_argument("--case", default=DEFAULT_CASE, choices=sorted(SAMPLE_CASES))
+    parser.add_argument("--downloads", help="folder for exported results (default: a new temporary folder)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    app = SegmentationUncertaintyApp(case=args.case)
+    app = SegmentationUncertaintyApp(case=args.case, downloads_dir=args.downloads)
     app.server.start(host=args.host, port=args.port, open_browser=False, show_connection_info=True,
                      exec_mode="main", timeout=0)
 
