@@ -56,3 +56,18 @@ def check_image(image: np.ndarray, name: str = "image", shape: tuple[int, ...] |
     if not np.all(np.isfinite(image)):
         raise ValueError(f"{name} contains NaN or infinite values; fill or mask them first")
     return image
+
+
+def check_device(device) -> "torch.device":
+    """Return ``device`` as a ``torch.device`` after checking it is ``"cpu"`` or an available ``"cuda"``."""
+    import torch
+
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}") from error
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' was asked for but torch sees no CUDA GPU; use device='cpu'")
+    return device

@@ -1,0 +1,1 @@
+"""Command-line tools on the compute core (``gpssi``; ``fuse``), and the file reading/writing they share."""
