@@ -1,0 +1,414 @@
+"""Consensus fusion core (papers/004) on phantoms with known answers: links, the separable spatial prior,
+the variational updates (lower bound, ν equation), identical / noisy / biased raters, the mixture of
+consensuses, smoothness, baselines and bad input. Real images: test_fusion_real.py; LIDC: test_fusion_lidc.py."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from scipy import ndimage as ndi
+
+from SegmentationUncertaintyLib.fusion import FusionResult, fuse, fuse_mixture, prepare_raters
+from SegmentationUncertaintyLib.fusion.baselines import majority_vote, staple
+from SegmentationUncertaintyLib.fusion.inputs import uncertain_band
+from SegmentationUncertaintyLib.fusion.links import LogitLink, SqrtLink
+from SegmentationUncertaintyLib.fusion.mixture import fit_mixture, principal_coordinates
+from SegmentationUncertaintyLib.fusion.spatial_prior import GaussianBasisPrior
+from SegmentationUncertaintyLib.fusion.student_t import fit_consensus, solve_degrees_of_freedom
+from SegmentationUncertaintyLib.gpssi import GPSSISampler
+from SegmentationUncertaintyLib.metrics import dice
+
+SHAPE = (20, 30, 30)
+
+
+def ellipsoid(shape=SHAPE, centre=None, radii=(7.0, 10.0, 8.0)) -> np.ndarray:
+    centre = [n / 2 for n in shape] if centre is None else centre
+    grid = np.ogrid[tuple(slice(0, n) for n in shape)]
+    return sum(((g - c) / r) ** 2 for g, c, r in zip(grid, centre, radii)) < 1
+
+
+@pytest.fixture(scope="module")
+def truth():
+    return ellipsoid()
+
+
+@pytest.fixture(scope="module")
+def gpssi_raters(truth):
+    """Five GPSSI samples around the truth (boundary noise σ = 1 mm)."""
+    return list(GPSSISampler(truth, None, omega0=1.0).sample(5, seed=3))
+
+
+# ----------------------------------------------------------------------------------------------- links
+
+@pytest.mark.parametrize("link", [SqrtLink(), LogitLink()])
+@pytest.mark.parametrize("n_classes", [2, 4])
+def test_links_invert(link, n_classes):
+    rng = np.random.default_rng(0)
+    p = torch.from_numpy(rng.dirichlet(np.ones(n_classes), size=50).T.copy())       # (K, N)
+    p = 0.98 * p + 0.02 / n_classes                                                   # inside the logit clip
+    values = link.forward(p)
+    assert values.shape == (link.dimension(n_classes), 50)
+    torch.testing.assert_close(link.inverse(values, n_classes), p, atol=1e-9, rtol=0)
+
+
+def test_link_formulas():
+    p = torch.tensor([[0.2], [0.8]], dtype=torch.float64)
+    torch.testing.assert_close(SqrtLink().forward(p), p.sqrt())
+    # the K − 1 isometric log-ratio of two classes is logit(p) / √2 (positive towards class 1)
+    assert float(LogitLink().forward(p)) == pytest.approx(math.log(4.0) / math.sqrt(2))
+    # a negative square-root coordinate (outside the simplex's image) counts as 0
+    r = torch.tensor([[1.0], [-0.3]], dtype=torch.float64)
+    torch.testing.assert_close(SqrtLink().inverse(r, 2), torch.tensor([[1.0], [0.0]], dtype=torch.float64))
+
+
+# ----------------------------------------------------------------------------------------------- prior
+
+def _dense_phi(prior: GaussianBasisPrior) -> np.ndarray:
+    axes = []
+    for n, step, centres in zip(prior.shape, prior.spacing, prior.centres):
+        x = np.arange(n) * step
+        axes.append(np.exp(-0.5 * ((x[:, None] - centres[None, :]) / prior.basis_width) ** 2))
+    phi = axes[0]
+    for more in axes[1:]:
+        phi = np.kron(phi, more)
+    return phi                                                                          # (N, L)
+
+
+def test_spatial_prior_matches_the_dense_model():
+    """q(W), the intercept and the traces from the Kronecker eigen-decomposition equal the dense
+    ridge-with-intercept solution on a small box (never formed for real boxes)."""
+    prior = GaussianBasisPrior((6, 7, 9), (2.0, 1.0, 1.5), 3.0, 2.5, dtype=torch.float64)
+    phi = _dense_phi(prior)
+    rng = np.random.default_rng(1)
+    consensus = rng.normal(size=(2, phi.shape[0])) + 3.0
+    sigma_t, alpha = 0.3, 0.7
+    out = prior.posterior(torch.from_numpy(consensus.reshape(2, 6, 7, 9)), sigma_t, alpha)
+    cov_w = np.linalg.inv(phi.T @ phi / sigma_t + alpha * np.eye(phi.shape[1]))
+    # the intercept and μ_W maximise −‖T − w0 − Φw‖² / 2Σ_T − α‖w‖² / 2 jointly
+    design = np.hstack([np.ones((phi.shape[0], 1)), phi])
+    penalty = np.diag([0.0] + [alpha * sigma_t] * phi.shape[1])
+    solution = np.linalg.solve(design.T @ design + penalty, design.T @ consensus.T)  # (1 + L, 2)
+    np.testing.assert_allclose(out["intercept"].numpy(), solution[0], rtol=1e-8)
+    np.testing.assert_allclose(out["mean"].numpy().reshape(2, -1), (design @ solution).T, rtol=1e-8, atol=1e-10)
+    assert out["sum_s"] == pytest.approx(np.trace(cov_w), rel=1e-8)
+    assert out["sum_lambda_s"] == pytest.approx(np.trace(phi.T @ phi @ cov_w), rel=1e-8)
+    assert out["log_det"] == pytest.approx(np.linalg.slogdet(cov_w)[1], rel=1e-8)
+    assert out["weights_sq"] == pytest.approx(float((solution[1:] ** 2).sum()), rel=1e-8)
+
+
+def test_spatial_prior_checks_its_lengths():
+    with pytest.raises(ValueError, match="basis spacing"):
+        GaussianBasisPrior((4, 4), (1.0, 1.0), 0.0)
+    with pytest.raises(ValueError, match="basis width"):
+        GaussianBasisPrior((4, 4), (1.0, 1.0), 2.0, -1.0)
+
+
+# ----------------------------------------------------------------------------------------------- VB
+
+@pytest.fixture(scope="module")
+def band_values(gpssi_raters):
+    raters = list(gpssi_raters)
+    raters[0] = raters[0] | ellipsoid(centre=(10, 15, 24), radii=(4, 4, 4))            # a local outlier
+    maps = prepare_raters(raters, background_tolerance=1e-3)
+    band = uncertain_band(maps.probabilities, 1e-3)
+    box = tuple(slice(int(np.flatnonzero(band.any(axis=tuple(b for b in range(3) if b != a)))[0]),
+                      int(np.flatnonzero(band.any(axis=tuple(b for b in range(3) if b != a)))[-1]) + 1)
+                for a in range(3))
+    values = SqrtLink().forward(torch.from_numpy(maps.probabilities[(slice(None), slice(None), *box)]).reshape(
+        5, 2, -1))
+    index = torch.from_numpy(np.flatnonzero(band[box]))
+    return values, index, tuple(s.stop - s.start for s in box)
+
+
+def _fit(band_values, robust, with_prior, **options):
+    values, index, box_shape = band_values
+    if with_prior:
+        options.update(prior=GaussianBasisPrior(box_shape, (1.0, 1.0, 1.0), 3.0), band_index=index,
+                       initial_box=values.mean(dim=0))
+    return fit_consensus(values[:, :, index].contiguous(), robust=robust, **options)
+
+
+@pytest.mark.parametrize("robust", [True, False])
+@pytest.mark.parametrize("with_prior", [True, False])
+def test_lower_bound_never_decreases(band_values, robust, with_prior):
+    """Every update maximises the bound over its block, so the tracked bound rises monotonically (up
+    to float32 rounding), and the fit converges."""
+    estimate = _fit(band_values, robust, with_prior, max_iterations=200)
+    bound = np.asarray(estimate.lower_bound)
+    assert np.all(np.diff(bound) >= -1e-6 * np.abs(bound[1:])), np.diff(bound).min()
+    assert estimate.converged
+    if robust:
+        # ν satisfies the paper's equation −ψ(ν/2) + log(ν/2) + 1 + mean(E[log τ] − E[τ]) = 0 for the final q(τ)
+        tau = estimate.tau.double()
+        d = 2
+        a = (estimate.nu + d) / 2
+        rate = torch.as_tensor(a)[:, None] / tau
+        mean_log_tau = torch.special.digamma(torch.as_tensor(a))[:, None] - torch.log(rate)
+        c = (mean_log_tau - tau).mean(dim=1).numpy()
+        np.testing.assert_allclose(solve_degrees_of_freedom(c), estimate.nu, rtol=5e-3)
+
+
+def test_degrees_of_freedom_equation():
+    from scipy.special import digamma
+
+    nu = solve_degrees_of_freedom(np.array([-1.05, -1.5, -3.0]))
+    residual = -digamma(nu / 2) + np.log(nu / 2) + 1 + np.array([-1.05, -1.5, -3.0])
+    np.testing.assert_allclose(residual, 0, atol=1e-9)
+    assert np.all(np.diff(nu) < 0)                         # heavier tails for a larger E[τ] − E[log τ]
+    assert solve_degrees_of_freedom(np.array([-1.0]))[0] == 1000.0     # all weights equal: ν at its cap
+
+
+# ----------------------------------------------------------------------------------------------- behaviour
+
+@pytest.mark.parametrize("method", ["student-t", "gaussian"])
+def test_identical_raters_give_themselves_and_uniform_tau(truth, method):
+    result = fuse([truth] * 4, method)
+    np.testing.assert_array_equal(result.mask, truth)
+    if method == "student-t":
+        tau = result.tau[(slice(None), *result.domain)]
+        assert tau.std() < 1e-3 * tau.mean()
+        np.testing.assert_allclose(result.mean_tau, result.mean_tau[0], rtol=1e-6)
+
+
+def test_noisy_copies_of_a_truth(truth, gpssi_raters):
+    """Raters that are noisy copies of a known truth: every fusion is closer to the truth than the average
+    rater, and the Student-t consensus is at least as close as the Gaussian one."""
+    scores = {m: dice(fuse(gpssi_raters, m).mask, truth) for m in ("student-t", "gaussian", "majority", "staple")}
+    raters = np.mean([dice(r, truth) for r in gpssi_raters])
+    assert min(scores.values()) > raters
+    assert scores["student-t"] >= scores["gaussian"]
+
+
+def test_majority_vote_within_a_few_voxels_of_student_t(truth, gpssi_raters):
+    """Where raters split, the Student-t consensus follows the closest raters (small estimated ν), so it
+    stays within a fraction of a per cent of majority vote."""
+    student = fuse(gpssi_raters, "student-t").mask
+    majority = fuse(gpssi_raters, "majority").mask
+    assert dice(student, majority) > 0.98
+
+
+@pytest.mark.parametrize("method", ["student-t", "gaussian"])
+def test_over_segmenting_rater_gets_a_positive_bias(gpssi_raters, method):
+    raters = list(gpssi_raters)
+    raters[2] = ndi.binary_dilation(raters[2], iterations=2)
+    result = fuse(raters, method)
+    assert result.bias[2, 1] > 0
+    assert np.argmax(result.bias[:, 1]) == 2
+    shrunk = list(gpssi_raters)
+    shrunk[2] = ndi.binary_erosion(shrunk[2], iterations=2)
+    assert np.argmin(fuse(shrunk, method).bias[:, 1]) == 2
+
+
+def test_outlier_rater_has_low_tau_in_its_outlying_region(truth, gpssi_raters):
+    raters = list(gpssi_raters)
+    blob = ellipsoid(centre=(10, 15, 24), radii=(4, 4, 4)) & ~truth
+    raters[0] = raters[0] | blob
+    result = fuse(raters, "student-t")
+    tau = result.tau
+    assert result.lowest_tau_rater() == 0
+    assert np.median(tau[0][blob]) < 0.05 * np.median(tau[1:, blob])
+    assert not (result.mask & blob & ~ndi.binary_dilation(truth, iterations=2)).any()
+
+
+def test_empty_rater_among_others_gets_low_weight(truth, gpssi_raters):
+    raters = list(gpssi_raters[:4]) + [np.zeros(SHAPE, dtype=bool)]
+    result = fuse(raters, "student-t")
+    assert dice(result.mask, truth) > 0.85
+    assert result.lowest_tau_rater() == 4
+    inside = truth & ndi.binary_erosion(truth, iterations=2)
+    assert np.median(result.tau[4][inside]) < 0.2 * np.median(result.tau[:4][:, inside])
+    assert result.bias[4, 1] < 0
+    assert fuse(raters, "gaussian").variance[4] == max(fuse(raters, "gaussian").variance)
+
+
+def test_smoothness_control(truth):
+    """Larger basis spacing → smoother consensus: raters with rough boundaries (high-frequency bumps),
+    consensus surface area falls as the bases get wider."""
+    rng = np.random.default_rng(4)
+    raters = []
+    for p in range(4):
+        noise = ndi.gaussian_filter(rng.normal(size=SHAPE), 1.0)
+        distance = ndi.distance_transform_edt(~truth) - ndi.distance_transform_edt(truth)
+        raters.append(distance + 4.0 * noise / noise.std() < 0)
+
+    def area(mask):
+        return sum(np.count_nonzero(np.diff(mask.astype(np.int8), axis=a)) for a in range(3))
+
+    areas = [area(fuse(raters, "gaussian", smoothness_mm=s).mask) for s in (1.5, 3.0, 6.0)]
+    assert areas[0] > areas[1] > areas[2]
+    assert area(fuse(raters, "gaussian", spatial_prior=False).mask) > areas[2]
+
+
+def test_three_class_label_maps():
+    inner = ellipsoid(radii=(5, 7, 6))
+    outer = ellipsoid()
+    labels = outer.astype(np.uint8) + inner
+    result = fuse([labels, labels, labels], "student-t")
+    assert result.probabilities.shape == (3, *SHAPE)
+    np.testing.assert_array_equal(result.labels, labels)
+    np.testing.assert_allclose(result.probabilities.sum(axis=0), 1, atol=1e-5)
+    noisy = [labels, labels, np.where(ndi.binary_dilation(inner, iterations=2), 2, labels).astype(np.uint8)]
+    for method in ("student-t", "gaussian", "majority", "staple"):
+        assert (fuse(noisy, method).labels == labels).mean() > 0.99, method
+
+
+def test_probability_maps_with_a_class_axis(truth):
+    soft = ndi.gaussian_filter(truth.astype(float), 1.5)
+    maps = np.stack([np.stack([1 - m, m]) for m in (soft, soft, np.clip(soft + 0.4 * ellipsoid(
+        centre=(10, 15, 24), radii=(4, 4, 4)), 0, 1))]).astype(np.float32)
+    with_axis = fuse(maps, "student-t", class_axis=True)
+    without = fuse(maps[:, 1], "student-t")
+    np.testing.assert_allclose(with_axis.probabilities, without.probabilities, atol=1e-6)
+    assert dice(with_axis.mask, soft > 0.5) > 0.97
+    assert with_axis.lowest_tau_rater() == 2
+
+
+def test_logit_link_and_full_covariance(truth, gpssi_raters):
+    result = fuse(gpssi_raters, "student-t", link="logit")
+    assert dice(result.mask, truth) > 0.9
+    assert result.parameters["link"] == "logit"
+    full = fuse(gpssi_raters, "gaussian", covariance="full")
+    assert dice(full.mask, truth) > 0.9
+
+
+def test_progress_is_reported_in_order(gpssi_raters):
+    seen = []
+    fuse(gpssi_raters, "student-t", progress=lambda fraction, message: seen.append((fraction, message)))
+    fractions = [f for f, _ in seen]
+    assert fractions[0] == 0.0 and fractions[-1] == 1.0
+    assert all(0.0 <= f <= 1.0 for f in fractions)
+    assert fractions == sorted(fractions)
+    assert any("lower bound" in m for _, m in seen)
+
+
+def test_result_table_and_maps(truth, gpssi_raters):
+    result = fuse(gpssi_raters, "student-t", names=list("abcde"))
+    assert isinstance(result, FusionResult)
+    rows = result.rater_table()
+    assert [r["rater"] for r in rows] == list("abcde")
+    assert set(rows[0]) == {"rater", "cluster", "bias_1", "variance", "nu", "mean_tau", "relative_tau", "dice",
+                            "hd95_mm"}
+    assert result.tau.shape == (5, *SHAPE) and result.tau.dtype == np.float32
+    assert np.all(result.tau > 0)
+    assert all(0.8 < r["dice"] <= 1 for r in rows)
+    # outside the fusion box, everything is background with certainty
+    outside = np.ones(SHAPE, dtype=bool)
+    outside[result.domain] = False
+    assert np.all(result.probabilities[0][outside] == 1)
+
+
+# ----------------------------------------------------------------------------------------------- mixture
+
+def test_principal_coordinates_reconstruct():
+    rng = np.random.default_rng(2)
+    maps = rng.normal(size=(5, 300))
+    coordinates, mean, components = principal_coordinates(maps, 1.0)
+    assert coordinates.shape == (5, 4)
+    np.testing.assert_allclose(mean + coordinates @ components, maps, atol=1e-10)
+    np.testing.assert_allclose(components @ components.T, np.eye(4), atol=1e-10)
+
+
+def test_mixture_finds_two_groups_and_their_consensuses(truth):
+    other = truth | ellipsoid(centre=(10, 15, 24), radii=(6, 6, 6))
+    group_a = list(GPSSISampler(truth, None, omega0=1.0).sample(3, seed=1))
+    group_b = list(GPSSISampler(other, None, omega0=1.0).sample(3, seed=2))
+    order = [0, 3, 1, 4, 2, 5]                                   # interleaved
+    raters = [(group_a + group_b)[i] for i in order]
+    result = fuse_mixture(raters)
+    assert result.consensuses.shape[0] == 2
+    clusters = result.clusters
+    assert len(set(clusters[[0, 2, 4]])) == 1 and len(set(clusters[[1, 3, 5]])) == 1
+    assert clusters[0] != clusters[1]
+    best_a = dice(result.consensus_labels()[clusters[0]] > 0, truth)
+    best_b = dice(result.consensus_labels()[clusters[1]] > 0, other)
+    assert best_a > 0.95 and best_b > 0.95
+    np.testing.assert_allclose(result.responsibilities.sum(axis=1), 1)
+
+
+def test_mixture_of_one_truth_is_one_consensus(truth, gpssi_raters):
+    result = fuse_mixture(gpssi_raters)
+    assert result.consensuses.shape[0] == 1
+    assert np.all(result.clusters == 0)
+    assert dice(result.mask, truth) > 0.9
+
+
+def test_mixture_on_points():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(2, 400)) * 3
+    maps = np.vstack([centres[0] + rng.normal(size=(4, 400)), centres[1] + rng.normal(size=(3, 400))])
+    estimate, *_ = fit_mixture(maps)
+    assert estimate.responsibilities.shape[1] == 2
+    labels = estimate.responsibilities.argmax(axis=1)
+    assert len(set(labels[:4])) == 1 and len(set(labels[4:])) == 1 and labels[0] != labels[4]
+    with pytest.raises(ValueError, match="rater_variance"):
+        fit_mixture(maps, rater_variance="none")
+
+
+# ----------------------------------------------------------------------------------------------- baselines
+
+def test_majority_vote_matches_label_voting(gpssi_raters):
+    raters = np.stack(gpssi_raters[:5]).astype(np.uint8)
+    ours = majority_vote(raters, 2).argmax(axis=0)
+    voting = sitk.LabelVotingImageFilter()
+    voting.SetLabelForUndecidedPixels(255)
+    theirs = sitk.GetArrayFromImage(voting.Execute([sitk.GetImageFromArray(r) for r in raters]))
+    decided = theirs != 255
+    np.testing.assert_array_equal(ours[decided], theirs[decided])
+    assert fuse(gpssi_raters, "majority").mask.sum() == (raters.sum(axis=0) >= 3).sum()
+
+
+def test_staple_baseline_is_simpleitk(gpssi_raters):
+    raters = np.stack(gpssi_raters).astype(np.uint8)
+    probabilities, parameters = staple(raters, 2)
+    expected = sitk.GetArrayFromImage(sitk.STAPLE([sitk.GetImageFromArray(r) for r in raters], 1.0))
+    np.testing.assert_allclose(probabilities[1], expected, atol=1e-6)
+    assert len(parameters["sensitivity"]) == 5
+    np.testing.assert_array_equal(fuse(gpssi_raters, "staple").mask, expected >= 0.5)
+
+
+# ----------------------------------------------------------------------------------------------- bad input
+
+def test_bad_input_is_refused_before_any_work(truth):
+    with pytest.raises(ValueError, match="at least 2 raters"):
+        fuse([truth])
+    with pytest.raises(ValueError, match="different shapes"):
+        fuse([truth, truth[:-1]])
+    with pytest.raises(ValueError, match=r"lie in \[0, 1\]"):
+        fuse(np.stack([truth, truth]).astype(np.float32) * 1.5)
+    with pytest.raises(ValueError, match="sum to 1"):
+        fuse(np.full((2, 2, *SHAPE), 0.7, dtype=np.float32), class_axis=True)
+    bad = np.stack([truth, truth]).astype(np.float32)
+    bad[1, 3, 3, 3] = np.nan
+    with pytest.raises(ValueError, match=r"rater\(s\) \[1\] contain NaN"):
+        fuse(bad)
+    with pytest.raises(ValueError, match="every rater is empty"):
+        fuse([np.zeros(SHAPE, bool)] * 3)
+    with pytest.raises(ValueError, match="unknown fusion method"):
+        fuse([truth, truth], "mean")
+    with pytest.raises(ValueError, match="unknown link"):
+        fuse([truth, truth], link="probit")
+    with pytest.raises(ValueError, match="smoothness_mm"):
+        fuse([truth, truth], smoothness_mm=-1)
+    with pytest.raises(ValueError, match="spacing"):
+        fuse([truth, truth], spacing=(1, 1))
+    with pytest.raises(ValueError, match="image has shape"):
+        fuse([truth, truth], image=np.zeros((3, 3, 3)))
+    with pytest.raises(ValueError, match="label"):
+        fuse(np.stack([truth, truth]).astype(np.int16) * 3, kind="labels", n_classes=2)
+    with pytest.raises(ValueError, match="masks must hold only 0 and 1"):
+        fuse(np.stack([truth, truth]).astype(np.int16) * 2, kind="mask")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA"):
+            fuse([truth, truth], device="cuda")
+
+
+def test_inputs_are_not_modified(truth, gpssi_raters):
+    raters = np.stack(gpssi_raters)
+    before = raters.copy()
+    fuse(raters, "student-t")
+    fuse_mixture(raters)
+    np.testing.assert_array_equal(raters, before)

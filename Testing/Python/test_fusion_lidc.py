@@ -1,0 +1,44 @@
+"""Real raters: LIDC-IDRI nodules (≥ 10 mm, ≥ 3 radiologists) plus one injected corrupted rater, over 30
+nodules; the table (mean Dice, HD95 per method) comes from bench/lidc_fusion_table.py and is written
+to the test log."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "lidc_fusion_table.py"
+
+
+@pytest.fixture(scope="module")
+def table():
+    spec = importlib.util.spec_from_file_location("lidc_fusion_table", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = module.lidc_table(30)
+    print("\n" + module.markdown(result))
+    return result
+
+
+@pytest.mark.slow
+def test_lidc_table_is_complete_and_sane(table):
+    assert table["n_nodules"] == 30 and len(set(table["ids"])) == 30
+    methods = table["methods"]
+    assert set(methods) == {"student-t", "gaussian", "staple", "majority"}
+    for method, row in methods.items():
+        assert 0.85 < row["mean_dice"] <= 1.0, method
+        assert 0.0 <= row["mean_hd95_mm"] < 5.0, method
+    # the robust model is better than the Gaussian one it extends
+    assert methods["student-t"]["mean_dice"] > methods["gaussian"]["mean_dice"]
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="does not hold yet: measured mean Dice STAPLE 0.955, majority 0.944, "
+                   "Student-t 0.915, Gaussian 0.907 (truth = radiologists' ≥ 50 % vote)")
+def test_student_t_beats_every_baseline_on_lidc(table):
+    methods = table["methods"]
+    for method in ("gaussian", "staple", "majority"):
+        assert methods["student-t"]["mean_dice"] > methods[method]["mean_dice"], method
+        assert methods["student-t"]["mean_hd95_mm"] < methods[method]["mean_hd95_mm"], method
