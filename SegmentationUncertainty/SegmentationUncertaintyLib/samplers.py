@@ -231,6 +231,20 @@ SOURCES = {
 }
 
 
+def _network_source(name: str):
+    # Imported on use: the networks package builds on this module's SegmentationSampler.
+    def create(reference, spacing=None, *, image=None, **parameters):
+        from .networks.sampler import network_sources
+
+        return network_sources()[name](reference, spacing, image=image, **parameters)
+    return create
+
+
+#: The shipped networks of :data:`SegmentationUncertaintyLib.networks.sampler.SHIPPED_MODELS` (``model=``
+#: names another file of the same architecture).
+SOURCES.update({name: _network_source(name) for name in ("ssn", "phiseg", "prob-unet", "mc-dropout")})
+
+
 def create_sampler(source: str, reference: np.ndarray, image: np.ndarray | None = None,
                    spacing: Sequence[float] | None = None, **parameters: Any) -> SegmentationSampler:
     """The sampler named ``source`` (one of :data:`SOURCES`) around ``reference``.

@@ -9,6 +9,7 @@ from scipy import ndimage as ndi
 from SegmentationUncertaintyLib.geodesic import signed_euclidean_distance
 from SegmentationUncertaintyLib.gpssi import GPSSISampler
 from SegmentationUncertaintyLib.metrics import frequency_map
+from SegmentationUncertaintyLib.networks.sampler import SHIPPED_MODELS
 from SegmentationUncertaintyLib.samplers import (SOURCES, LogOddsSampler, SegmentationSampler, StapleICMSampler,
                                                  create_sampler)
 
@@ -42,7 +43,10 @@ def isolated_voxels(samples: np.ndarray) -> float:
 def test_every_source_behind_one_interface(source):
     reference = disc()
     parameters = {"omega0": 2.0} if source == "gpssi" else {}
-    sampler = create_sampler(source, reference, image=None, spacing=(1.0, 0.8), **parameters)
+    image = None
+    if source in SHIPPED_MODELS:  # the networks segment the image: give them one where the reference is bright
+        image = np.where(reference, 100.0, 20.0) + np.random.default_rng(0).normal(0, 5, reference.shape)
+    sampler = create_sampler(source, reference, image=image, spacing=(1.0, 0.8), **parameters)
     assert isinstance(sampler, SegmentationSampler) and sampler.name == source
     assert sampler.parameters()["source"] == source
     samples = list(sampler.sample(5, seed=3, batch_size=2))
@@ -118,3 +122,7 @@ def test_baselines_and_gpssi_on_a_real_structure(colin27):
 def test_bad_input_says_what_is_wrong(build, message):
     with pytest.raises(ValueError, match=message):
         build(disc())
+
+
+def test_every_shipped_network_is_a_source():
+    assert set(SHIPPED_MODELS) <= set(SOURCES)
