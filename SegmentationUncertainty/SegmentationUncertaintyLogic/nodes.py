@@ -50,17 +50,9 @@ def add_segmentation(masks: Mapping[str, np.ndarray], reference_volume, name: st
     colors : sequence of RGB triples in [0, 1], optional
         One per segment; default :data:`SEGMENT_COLORS` in turn.
     """
-    import slicer
-
-    node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
-    node.CreateDefaultDisplayNodes()
-    node.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume)
-    segmentation = node.GetSegmentation()
+    node = new_or_cleared_segmentation(reference_volume, name)
     for index, (segment_name, mask) in enumerate(masks.items()):
-        color = (colors[index] if colors is not None else SEGMENT_COLORS[index % len(SEGMENT_COLORS)])
-        segment_id = segmentation.AddEmptySegment(segment_name, segment_name, list(color))
-        slicer.util.updateSegmentBinaryLabelmapFromArray(np.asarray(mask, dtype=np.uint8), node, segment_id,
-                                                         reference_volume)
+        add_segment(node, segment_name, mask, reference_volume, colors[index] if colors is not None else None)
     return node
 
 
@@ -209,3 +201,157 @@ def save_table_csv(table_node, path: str) -> None:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else [])
         writer.writeheader()
         writer.writerows(rows)
+
+
+def add_segment(segmentation_node, name: str, mask: np.ndarray, reference_volume,
+                color: Sequence[float] | None = None) -> str:
+    """Append one segment holding ``mask`` (on ``reference_volume``'s grid); return its ID."""
+    import slicer
+
+    segmentation = segmentation_node.GetSegmentation()
+    if color is None:
+        color = SEGMENT_COLORS[segmentation.GetNumberOfSegments() % len(SEGMENT_COLORS)]
+    segment_id = segmentation.AddEmptySegment(name, name, list(color))
+    slicer.util.updateSegmentBinaryLabelmapFromArray(np.asarray(mask, dtype=np.uint8), segmentation_node, segment_id,
+                                                     reference_volume)
+    return segment_id
+
+
+def new_or_cleared_segmentation(reference_volume, name: str, node=None):
+    """A segmentation node on ``reference_volume``'s geometry: ``node`` emptied, or a new one."""
+    import slicer
+
+    if node is None:
+        node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+        node.CreateDefaultDisplayNodes()
+    else:
+        node.GetSegmentation().RemoveAllSegments()
+    node.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume)
+    return node
+
+
+def distinct_colors(n: int) -> list[tuple[float, float, float]]:
+    """``n`` pairwise different RGB colours in [0, 1]: :data:`SEGMENT_COLORS` first, then hues spaced by
+    the golden angle (so samples 13, 14, ... of a large set do not repeat the first colours)."""
+    import colorsys
+
+    colors = list(SEGMENT_COLORS[:n])
+    index = 0
+    while len(colors) < n:
+        hue = (0.11 + index * 0.618033988749895) % 1.0
+        value = (0.95, 0.75, 0.55)[(index // 7) % 3]
+        color = tuple(round(c, 4) for c in colorsys.hsv_to_rgb(hue, 0.65, value))
+        if color not in colors:
+            colors.append(color)
+        index += 1
+    return colors
+
+
+def require_volume(volume_node, what: str) -> tuple[int, ...]:
+    """Check that ``volume_node`` is a scalar volume in the scene holding voxels; return its array shape
+    ``(Z, Y, X)`` (``slicer.util.arrayFromVolume``'s order)."""
+    require_node(volume_node, "vtkMRMLScalarVolumeNode", what)
+    image = volume_node.GetImageData()
+    if image is None or image.GetNumberOfPoints() == 0:
+        raise ValueError(f"{what} '{volume_node.GetName()}' holds no voxels: load or compute it first")
+    return tuple(int(d) for d in image.GetDimensions()[::-1])
+
+
+class Cancelled(Exception):
+    """A logic call's ``progress`` callback returned ``False``; the nodes the call had created were removed."""
+
+
+class LogicRun:
+    """Progress reports and new output nodes of one logic call.
+
+    :meth:`report` forwards ``(fraction, message)`` to the caller's ``progress`` callback and raises
+    :class:`Cancelled` when it returns ``False`` (not merely a falsy value); :meth:`output` fills an output
+    field, creating a node only when the caller passed none. Used as a context manager, it removes the
+    nodes it created when the call fails or is cancelled, so that a failed call leaves no new node behind
+    (nodes the caller passed are kept, possibly partly rewritten).
+
+    Example
+    -------
+    >>> with LogicRun(progress) as run:                                            # doctest: +SKIP
+    ...     run.report(0.5, "half way")
+    ...     run.output(outputs, "entropy", lambda node: update_or_add_volume(a, ref, "entropy", node))
+    """
+
+    def __init__(self, progress=None) -> None:
+        self.progress = progress
+        self.created: list = []
+
+    def report(self, fraction: float, message: str) -> None:
+        if self.progress is not None and self.progress(fraction, message) is False:
+            raise Cancelled(f"cancelled at: {message}")
+
+    def output(self, outputs, name: str, make):
+        """Set ``outputs.<name>`` to ``make(current node or None)``; remember the node if it is new."""
+        existing = getattr(outputs, name)
+        node = make(existing)
+        if existing is None:
+            self.created.append(node)
+        setattr(outputs, name, node)
+        return node
+
+    def created_node(self, node):
+        """Remember a node the call created outside :meth:`output` (removed if the call fails)."""
+        self.created.append(node)
+        return node
+
+    def __enter__(self) -> "LogicRun":
+        return self
+
+    def __exit__(self, kind, error, traceback) -> bool:
+        if kind is not None:
+            import slicer
+
+            for node in reversed(self.created):
+                if node is not None and node.GetScene() is not None:
+                    slicer.mrmlScene.RemoveNode(node)
+        return False
+
+
+def reference_grid_volume(segmentation_node):
+    """A scene-less volume node on ``segmentation_node``'s reference image geometry (the grid it was drawn
+    on), to read its segments as arrays and place outputs when no image volume is given."""
+    import slicer
+    import vtk
+
+    geometry = segmentation_node.GetSegmentation().GetConversionParameter(
+        slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName())
+    matrix, extent = vtk.vtkMatrix4x4(), [0] * 6
+    if not geometry or not slicer.vtkSegmentationConverter.DeserializeImageGeometry(geometry, matrix, extent):
+        raise ValueError(f"segmentation '{segmentation_node.GetName()}' has no reference image geometry: "
+                         "select the image its segments were drawn on")
+    dimensions = [extent[2 * a + 1] - extent[2 * a] + 1 for a in range(3)]
+    if min(dimensions) < 1:
+        raise ValueError(f"segmentation '{segmentation_node.GetName()}' has an empty reference image geometry: "
+                         "select the image its segments were drawn on")
+    # Move the origin to the extent's first voxel so that the volume's IJK start at 0.
+    corner = matrix.MultiplyPoint([extent[0], extent[2], extent[4], 1.0])
+    for row in range(3):
+        matrix.SetElement(row, 3, corner[row])
+    volume = slicer.vtkMRMLScalarVolumeNode()
+    volume.SetName(f"{segmentation_node.GetName()} grid")
+    volume.SetIJKToRASMatrix(matrix)
+    image = vtk.vtkImageData()
+    image.SetDimensions(dimensions)
+    image.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
+    volume.SetAndObserveImageData(image)
+    return volume
+
+
+def require_output_nodes(outputs, classes: Mapping[str, str], inputs: Sequence) -> None:
+    """Check the output nodes a caller passed: each field of ``outputs`` named in ``classes`` (a node, a list
+    of nodes, or ``None``) holds nodes of that class, in the scene, none of them one of the ``inputs``
+    (inputs are never overwritten)."""
+    for name, class_name in classes.items():
+        value = getattr(outputs, name)
+        for node in (value if isinstance(value, (list, tuple)) else [value]):
+            if node is None:
+                continue
+            require_node(node, class_name, f"output '{name}'")
+            if any(node is other for other in inputs):
+                raise ValueError(f"output '{name}' is the input node '{node.GetName()}': inputs are never "
+                                 "overwritten, pick another node or none (a new one is created)")
