@@ -38,6 +38,9 @@ OUTPUT_CLASSES = {"consensus": "vtkMRMLSegmentationNode", "probabilities": "vtkM
 RATER_COLUMNS = ("rater", "cluster", "bias", "variance", "nu", "mean tau", "relative tau", "Dice to consensus",
                  "HD95 to consensus (mm)")
 
+#: τ maps are drawn only below this fraction of their range: above it the rater is trusted as much as anywhere.
+TRUSTED_FRACTION = 0.9
+
 #: Raised when the progress callback returns ``False``; the nodes the call had created are removed.
 FusionCancelled = Cancelled
 
@@ -277,4 +280,15 @@ class ConsensusFusionLogic:
         if not 0 <= rater < len(outputs.tau):
             raise ValueError(f"rater index {rater} out of range: there are {len(outputs.tau)} raters")
         node = outputs.tau[rater]
-        return show_map_overlay(node, color_table="Rainbow", zero_transparent=False, title=node.GetName())
+        display = show_map_overlay(node, color_table="Rainbow", zero_transparent=False, title=node.GetName())
+        # Where the rater is fully trusted (τ near its maximum) the map says nothing: leave the image clear
+        # there, so the eye goes to the voxels where the rater was down-weighted.
+        import slicer
+
+        tau = slicer.util.arrayFromVolume(node)
+        low, high = float(tau.min()), float(tau.max())
+        display.AutoThresholdOff()
+        display.SetLowerThreshold(low - 1.0)
+        display.SetUpperThreshold(low + TRUSTED_FRACTION * (high - low))
+        display.ApplyThresholdOn()
+        return display

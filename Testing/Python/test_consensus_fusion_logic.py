@@ -54,8 +54,11 @@ def test_student_t_tau_is_low_where_a_rater_is_an_outlier_and_is_shown(hippocamp
             assert tau[OUTLIER][rim].mean() < 0.1 * tau[name][rim].mean(), name
 
     outlier = names.index(OUTLIER)
-    logic.showTau(out, outlier)
+    display = logic.showTau(out, outlier)
     assert composite.GetForegroundVolumeID() == out.tau[outlier].GetID()
+    # Drawn where the rater was down-weighted (the rim), transparent where it is fully trusted.
+    assert display.GetApplyThreshold()
+    assert tau[OUTLIER][rim].mean() < display.GetUpperThreshold() < np.percentile(tau[OUTLIER], 50)
     with pytest.raises(ValueError, match="out of range"):
         logic.showTau(out, len(names))
     with pytest.raises(ValueError, match="no τ maps"):

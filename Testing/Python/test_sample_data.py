@@ -31,6 +31,24 @@ def test_mni152(mni152):
         assert mni152.maps[name].shape == mni152.image.shape
 
 
+def test_mni152_ventricle_raters(mni152):
+    from SegmentationUncertaintyLib import metrics
+
+    case = sample_data.load_mni152_ventricle_raters(outlier_rim_mm=3.0, near_mm=3.0)
+    assert tuple(case.masks) == sample_data.VENTRICLE_RATERS
+    reference = mni152.masks["lateral_ventricles"]
+    assert np.array_equal(case.masks["CSF ≥ 0.5"], reference)
+    near = sample_data.ndi.distance_transform_edt(~reference, sampling=case.spacing) <= 3.0 + 1e-6
+    ras_y = lambda mask: (case.geometry.ijk_to_ras() @ np.c_[np.argwhere(mask)[:, ::-1], np.ones(mask.sum())].T)[1]
+    for name, mask in case.masks.items():
+        assert not (mask & ~near).any(), name  # every rater outlines the ventricles, nowhere else
+        assert metrics.dice(mask, reference) > 0.5, name
+    assert len({m.tobytes() for m in case.masks.values()}) == 5  # five different opinions
+    assert case.masks["CSF ≥ 0.7"].sum() < reference.sum() < case.masks["CSF ≥ 0.3"].sum()
+    extra = case.masks["outlier"] & ~reference  # the outlier's rim lies on the anterior half
+    assert extra.sum() > 1000 and ras_y(extra).min() >= np.median(ras_y(reference)) - 1.0
+
+
 def test_mni152_is_a_fresh_copy_each_call(mni152):
     other = sample_data.load_mni152()
     other.masks["lateral_ventricles"][:] = False

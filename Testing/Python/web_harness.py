@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,6 +43,8 @@ def app_server(*args: str, timeout_s: float = 90.0):
                 raise TimeoutError("the app did not start in time:\n" + "".join(output[-40:]))
         else:
             raise RuntimeError("the app exited before serving:\n" + "".join(output[-40:]))
+        # Keep reading its output: a full pipe would block the app at its next log line.
+        threading.Thread(target=lambda: output.extend(process.stdout), daemon=True).start()
         yield f"http://127.0.0.1:{port}/"
     finally:
         process.terminate()

@@ -6,6 +6,7 @@ Run ``make app`` (or ``segmentation-uncertainty-app --host 127.0.0.1 --port 8080
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import tempfile
@@ -23,11 +24,13 @@ from trame_slicer.core import SlicerApp  # noqa: E402
 from SegmentationUncertaintyLogic.sample_scenes import DEFAULT_CASE, SAMPLE_CASES, load_sample_case  # noqa: E402
 from SegmentationUncertaintyLogic.standalone import wire_slicer_util  # noqa: E402
 
+from .fusion_panel import FusionPanel  # noqa: E402
+from .sampler_panel import SamplerPanel  # noqa: E402
 from .uncertainty_panel import UncertaintyPanel  # noqa: E402
 from .widgets import Downloads  # noqa: E402
 
 TITLE = "Segmentation Uncertainty"
-PANELS = (UncertaintyPanel,)
+PANELS = (UncertaintyPanel, SamplerPanel, FusionPanel)
 
 
 class SegmentationUncertaintyApp(TrameApp):
@@ -56,6 +59,10 @@ class SegmentationUncertaintyApp(TrameApp):
         self.load_case(case)
 
     @property
+    def panel_names(self) -> set[str]:
+        return {type(panel).__name__ for panel in self.panels}
+
+    @property
     def scene(self):
         return self.slicer_app.scene
 
@@ -82,14 +89,36 @@ class SegmentationUncertaintyApp(TrameApp):
         """Replace the scene's data with a sample case and show it in the views."""
         if case not in SAMPLE_CASES:
             raise ValueError(f"unknown sample case {case!r}")
+        state, names = self.server.state, self._ui.name
+        panel_open = state[names.active_tool] if state[names.active_tool] in self.panel_names else None
         self.scene.Clear()
         self.volume, _segmentation = load_sample_case(case)
         self.case = case
         self.slicer_app.display_manager.show_volume(self.volume, do_reset_views=True)
-        # Same signal as trame-slicer's file loading: the editor takes the scene's segmentation.
+        # Same signal as trame-slicer's file loading: the editor takes the scene's segmentation ...
         self._logic._load_files_logic.volume_loaded(self.volume)
+        if panel_open:  # ... and opens itself in the drawer: stay on the panel that loaded the case.
+            state[names.active_tool] = panel_open
+            state[names.is_drawer_visible] = True
         self._ui.layout.title.set_text(f"{TITLE} — {SAMPLE_CASES[case][0]}")
         self._ui.layout.flush_content()
+        for panel in self.panels:
+            panel.reset()
+
+    def panel(self, panel_type):
+        return next(p for p in self.panels if isinstance(p, panel_type))
+
+    def on_samples_generated(self, samples_node) -> None:
+        """New samples: offer them to the uncertainty panel (selected) and to the fusion panel, and render."""
+        self.panel(UncertaintyPanel).refresh_sets(select=samples_node.GetID())
+        self.panel(FusionPanel).refresh_sets()
+        self.render()
+
+    def on_fused(self, outputs) -> None:
+        """A new consensus: offer its probability and τ maps as overlays in the uncertainty panel, and render."""
+        self.panel(UncertaintyPanel).add_overlay_choices(
+            {node.GetID(): node.GetName() for node in [*outputs.probabilities, *outputs.tau]})
+        self.render()
 
     def reference_node(self):
         """The segmentation being edited in the segment editor (the reference)."""
@@ -98,9 +127,17 @@ class SegmentationUncertaintyApp(TrameApp):
     def reference_segment_id(self) -> str:
         return self.slicer_app.segmentation_editor.get_active_segment_id()
 
+    def after_state_change(self, action, *args) -> None:
+        """Run a panel's guarded ``action(*args)`` (a coroutine) as its own task, after the state change."""
+        asyncio.ensure_future(action(*args))
+
     def render(self) -> None:
-        for view in self.slicer_app.view_manager.get_views():
-            view.schedule_render()
+        """Render every view now and twice more shortly after: a frame pushed while the page is busy may be
+        dropped by the stream, and nothing else would push the new picture before the next interaction."""
+        views = list(self.slicer_app.view_manager.get_views())
+        loop = asyncio.get_event_loop()
+        for delay in (0.0, 0.3, 1.0):
+            loop.call_later(delay, lambda: [view.schedule_render() for view in views])
 
     @property
     def ui(self):
@@ -115,6 +152,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--downloads", help="folder for exported results (default: a new temporary folder)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    import torch
+
+    # The server shares the CPUs with rendering and, often, the browser: torch's default of one thread per
+    # core then spins against them and a 5 s sampling run takes minutes on 2 cores.
+    torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
     app = SegmentationUncertaintyApp(case=args.case, downloads_dir=args.downloads)
     app.server.start(host=args.host, port=args.port, open_browser=False, show_connection_info=True,
                      exec_mode="main", timeout=0)

@@ -6,12 +6,15 @@ from trame.widgets import html
 from trame.widgets import vuetify3 as v3
 
 from SegmentationUncertaintyLogic.logic import SegmentationUncertaintyLogic, UncertaintyMaps
-from SegmentationUncertaintyLogic.nodes import save_table_csv, save_volume, segment_ids, table_rows
+from SegmentationUncertaintyLogic.nodes import save_table_csv, save_volume, table_rows
 
-from .widgets import download_links, guarded, init_status, safe_name, status_area, table
+from .widgets import (apply_inputs, download_links, guarded, init_status, inputs_click, multi_segment_sets,
+                      number_text, safe_name, status_area, table)
 
 P = "su"
 MAPS = {"entropy": "Entropy", "frequency": "Frequency", "gamma": "γ (cross-entropy)"}
+#: Legend titles (short: the legend scales its title to its width).
+LEGENDS = {"entropy": "entropy (bits)", "frequency": "frequency", "gamma": "γ (nats)"}
 
 
 class UncertaintyPanel:
@@ -25,6 +28,7 @@ class UncertaintyPanel:
         self.server = app.server
         self.logic = SegmentationUncertaintyLogic()
         self.maps: dict[str, UncertaintyMaps] = {}  # by sample-set node ID
+        self.legends: dict[str, str] = {}  # legend title by map volume node ID
         state = self.server.state
         init_status(state, P)
         state[f"{P}_cases"] = [{"title": t, "value": k} for k, t in app.case_titles.items()]
@@ -45,23 +49,24 @@ class UncertaintyPanel:
         with v3.VCard(variant="flat"), v3.VCardText():
             html.Div("Sample case", classes="text-subtitle-2")
             with html.Div(classes="d-flex ga-2 align-center"):
-                v3.VSelect(v_model=(f"{P}_case",), items=(f"{P}_cases",), density="compact", hide_details=True)
-                v3.VBtn("Load", click=self.load_case, size="small", data_testid="su-load-case",
+                v3.VSelect(v_model=(f"{P}_case",), items=(f"{P}_cases",), density="compact", hide_details=True,
+                           data_testid="su-case", __properties=[("data_testid", "data-testid")])
+                v3.VBtn("Load", click=inputs_click(self.load_case, [f"{P}_case"]), size="small", data_testid="su-load-case",
                         __properties=[("data_testid", "data-testid")])
             html.Div("Samples or raters", classes="text-subtitle-2 mt-4")
             v3.VSelect(v_model=(f"{P}_set",), items=(f"{P}_sets",), density="compact", hide_details=True,
                        placeholder="Generate samples or load a multi-rater case", data_testid="su-set",
                        __properties=[("data_testid", "data-testid")])
-            v3.VBtn("Compute maps", click=self.compute, block=True, classes="my-2", color="primary",
+            v3.VBtn("Compute maps", click=inputs_click(self.compute, [f"{P}_set"]), block=True, classes="my-2", color="primary",
                     disabled=(f"!{P}_set || {P}_busy",), data_testid="su-compute",
                     __properties=[("data_testid", "data-testid")])
             status_area(P)
             html.Div("Overlay on the image", classes="text-subtitle-2 mt-2")
             with v3.VBtnToggle(v_model=(f"{P}_overlay",), density="compact", divided=True, classes="flex-wrap",
                                data_testid="su-overlay", __properties=[("data_testid", "data-testid")]):
-                v3.VBtn("None", value=None, size="small")
+                v3.VBtn("None", value=None, size="small", click=(self.choose_overlay, "[null]"))
                 v3.VBtn("{{ o.title }}", v_for=f"o in {P}_overlays", key="o.value", value=("o.value",),
-                        size="small", click=(self.show_overlay, "[o.value]"))
+                        size="small", click=(self.choose_overlay, "[o.value]"))
             v3.VSlider(v_model=(f"{P}_opacity",), min=0, max=1, step=0.05, label="Opacity", density="compact",
                        hide_details=True, classes="mt-2")
             v3.VSelect(v_model=(f"{P}_color",), items=(f"{P}_colors",), label="Colour map", density="compact",
@@ -73,36 +78,41 @@ class UncertaintyPanel:
     # -------------------------------------------------------------------------------------- actions
     def refresh_sets(self, select: str | None = None) -> None:
         """List the scene's segmentations with at least two segments (sample or rater sets)."""
-        scene = self.app.scene
-        nodes = [scene.GetNthNodeByClass(i, "vtkMRMLSegmentationNode")
-                 for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode"))]
-        items = [{"title": f"{n.GetName()} ({len(segment_ids(n))})", "value": n.GetID()}
-                 for n in nodes if len(segment_ids(n)) >= 2]
+        items = multi_segment_sets(self.app.scene)
         state = self.server.state
         with state:
             state[f"{P}_sets"] = items
             if select is not None or state[f"{P}_set"] not in [i["value"] for i in items]:
                 state[f"{P}_set"] = select if select is not None else (items[-1]["value"] if items else None)
 
-    def add_overlay_choices(self, choices: dict[str, str]) -> None:
-        """Offer more overlays (e.g. τ maps from the fusion panel): volume node ID -> title."""
+    def add_overlay_choices(self, choices: dict[str, str], legends: dict[str, str] | None = None) -> None:
+        """Offer more overlays (e.g. τ maps from the fusion panel): volume node ID -> title (and legend title)."""
+        self.legends.update(legends or choices)
         with self.server.state as state:
             existing = [o for o in state[f"{P}_overlays"] if o["value"] not in choices]
             state[f"{P}_overlays"] = existing + [{"title": t, "value": k} for k, t in choices.items()]
 
     @guarded(P)
-    def load_case(self) -> None:
+    def load_case(self, inputs: dict | None = None) -> None:
+        apply_inputs(self.server.state, inputs)
         self.app.load_case(self.server.state[f"{P}_case"])
+        with self.server.state as state:
+            state[f"{P}_status"] = f"Loaded {self.app.case_titles[state[f'{P}_case']]}"
+
+    def reset(self) -> None:
+        """A new case: forget the previous case's maps and list its sets."""
         self.maps.clear()
+        self.legends.clear()
         with self.server.state as state:
             state[f"{P}_metrics"], state[f"{P}_overlays"], state[f"{P}_files"] = [], [], []
             state[f"{P}_overlay"] = None
-            state[f"{P}_status"] = f"Loaded {self.app.case_titles[state[f'{P}_case']]}"
+            state[f"{P}_case"] = self.app.case
         self.refresh_sets()
 
     @guarded(P)
-    def compute(self) -> None:
+    def compute(self, inputs: dict | None = None) -> None:
         state = self.server.state
+        apply_inputs(state, inputs)
         samples = self.app.scene.GetNodeByID(state[f"{P}_set"]) if state[f"{P}_set"] else None
         if samples is None:
             raise ValueError("choose a set of samples or raters first")
@@ -111,27 +121,36 @@ class UncertaintyPanel:
         self.maps[samples.GetID()] = maps
         files = self._export(samples, maps)
         with state:
-            state[f"{P}_metrics"] = [{"metric": r["metric"], "value": f"{r['value']:.4g}"}
+            state[f"{P}_metrics"] = [{"metric": r["metric"], "value": number_text(r["value"], 4)}
                                      for r in table_rows(maps.metrics)]
             state[f"{P}_files"] = files
             state[f"{P}_status"] = f"Maps of {samples.GetName()} computed"
-        self.add_overlay_choices({getattr(maps, key).GetID(): title for key, title in MAPS.items()})
+        self.add_overlay_choices({getattr(maps, key).GetID(): title for key, title in MAPS.items()},
+                                 {getattr(maps, key).GetID(): title for key, title in LEGENDS.items()})
         self.show_overlay(maps.entropy.GetID())
 
     def show_overlay(self, node_id: str | None) -> None:
         state = self.server.state
         with state:
             state[f"{P}_overlay"] = node_id
-        if not node_id:
+        node = self.app.scene.GetNodeByID(node_id) if node_id else None
+        if node is None:
             self.logic.hideOverlay()
         else:
-            node = self.app.scene.GetNodeByID(node_id)
-            self.logic.showOverlay(node, colorTable=state[f"{P}_color"], opacity=float(state[f"{P}_opacity"]))
+            self.logic.showOverlay(node, colorTable=state[f"{P}_color"], opacity=float(state[f"{P}_opacity"]),
+                                   title=self.legends.get(node_id))
+        # The samples' outlines would hide the map under them: show them only without an overlay.
+        samples = self.app.scene.GetNodeByID(state[f"{P}_set"]) if state[f"{P}_set"] else None
+        if samples is not None and samples is not self.app.reference_node() and samples.GetDisplayNode():
+            samples.GetDisplayNode().SetVisibility(node is None)
         self.app.render()
 
+    @guarded(P, new_status=False)
+    def choose_overlay(self, node_id: str | None) -> None:
+        self.show_overlay(node_id)
+
     def _restyle(self, **_) -> None:
-        if self.server.state[f"{P}_overlay"]:
-            self.show_overlay(self.server.state[f"{P}_overlay"])
+        self.app.after_state_change(self.choose_overlay, self.server.state[f"{P}_overlay"])
 
     def _export(self, samples, maps: UncertaintyMaps) -> list[dict]:
         downloads = self.app.downloads

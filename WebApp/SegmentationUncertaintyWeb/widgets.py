@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
+import math
 import traceback
 from pathlib import Path
 
@@ -30,9 +32,10 @@ def init_status(state, prefix: str) -> None:
     state[f"{prefix}_error"] = ""
 
 
-def guarded(prefix: str):
+def guarded(prefix: str, new_status: bool = True):
     """Run a panel action with the busy flag on; show a ``ValueError``'s message (bad input) or a short
-    note for anything unexpected in the page, never a stack trace, and keep the app usable."""
+    note for anything unexpected in the page, never a stack trace, and keep the app usable.
+    ``new_status``: the action clears the status line (a display change keeps it)."""
 
     def decorate(method):
         @functools.wraps(method)
@@ -41,7 +44,11 @@ def guarded(prefix: str):
             with state:
                 state[f"{prefix}_busy"] = True
                 state[f"{prefix}_error"] = ""
-            await self.server.network_completion  # let the browser show the progress bar first
+                if new_status:
+                    state[f"{prefix}_status"] = ""
+            # Let the browser show the progress bar first (not `network_completion`: with the views
+            # streaming images the network is never idle, and it would wait forever).
+            await asyncio.sleep(0.1)
             try:
                 result = method(self, *args, **kwargs)
                 if hasattr(result, "__await__"):
@@ -62,9 +69,23 @@ def guarded(prefix: str):
     return decorate
 
 
+def inputs_click(action, keys: list[str]) -> tuple:
+    """``click=`` for an action that reads these state keys: their values as the page shows them travel
+    with the click (a value typed just before the click may otherwise reach the server after it)."""
+    return action, "[{" + ", ".join(f"'{key}': {key}" for key in keys) + "}]"
+
+
+def apply_inputs(state, inputs: dict | None) -> None:
+    """Take the values sent by :func:`inputs_click` into the server's state."""
+    if inputs:
+        with state:
+            for key, value in inputs.items():
+                state[key] = value
+
+
 def table(rows_key: str, headers: list[tuple[str, str]], testid: str) -> None:
     """A compact table of ``state[rows_key]`` (list of dicts) with the given (key, title) columns."""
-    v3.VDataTable(items=(rows_key,), headers=("headers", [{"title": t, "key": k} for k, t in headers]),
+    v3.VDataTable(items=(rows_key,), headers=(f"{rows_key}_headers", [{"title": t, "key": k} for k, t in headers]),
                   density="compact", items_per_page=-1, hide_default_footer=True, classes="text-caption",
                   __properties=[("data_testid", "data-testid")], data_testid=testid)
 
@@ -94,3 +115,24 @@ class Downloads:
 
 def safe_name(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in text).strip("_") or "output"
+
+
+def number_text(value, digits: int = 3) -> str:
+    """A table cell: numbers to ``digits`` significant digits, "—" for a missing (NaN) value, text as is."""
+    if isinstance(value, str):
+        return value
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if float(value).is_integer() and abs(value) < 1e6:
+        return str(int(value))
+    return f"{value:.{digits}g}"
+
+
+def multi_segment_sets(scene) -> list[dict[str, str]]:
+    """Select items for the scene's segmentations with at least two segments (sample or rater sets)."""
+    from SegmentationUncertaintyLogic.nodes import segment_ids
+
+    nodes = [scene.GetNthNodeByClass(i, "vtkMRMLSegmentationNode")
+             for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode"))]
+    return [{"title": f"{n.GetName()} ({len(segment_ids(n))})", "value": n.GetID()}
+            for n in nodes if len(segment_ids(n)) >= 2]

@@ -1,0 +1,245 @@
+"""The clinician workflow in the browser: the web panels clicked in a real headless Chromium.
+
+One app server serves the module (as one clinician's session would); each test loads the case it needs
+through the page's case chooser, so the tests do not depend on each other's order.
+"""
+
+import re
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from web_harness import app_server, browser_page, coloured_pixels, screenshot_array
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+WORK_TIMEOUT_MS = 120_000  # generous for the 2-core CI machine; the work itself takes seconds
+DEFAULT_CASE = "MNI152 T1 — lateral ventricles"
+RATERS_CASE = "MNI152 T1 — lateral ventricles, 5 raters"
+
+
+def by_id(page, testid):
+    return page.locator(f'[data-testid="{testid}"]')
+
+
+def open_panel(page, name):
+    button = by_id(page, f"open-{name}")
+    button.wait_for(timeout=60_000)
+    if "v-btn--active" not in (button.get_attribute("class") or ""):
+        button.click()
+
+
+def wait_done(page, prefix, result_testid):
+    """Wait until the panel shows its result or its error; return the error text ('' if none)."""
+    page.locator(f'[data-testid="{result_testid}"]:visible, [data-testid="{prefix}-error"]:visible').first.wait_for(
+        timeout=WORK_TIMEOUT_MS)
+    error = by_id(page, f"{prefix}-error")
+    return error.inner_text() if error.count() else ""
+
+
+def main_view(page):
+    return page.locator("img.image-display-area").first
+
+
+def main_view_rgb(page, look: bool = True):
+    """The main (axial) view as a user sees it when looking at it: the pointer on the view, one slice
+    scrolled and back (the stream may hold back a new picture until the next interaction with the view:
+    a known issue, see the note of issue 6), then a moment for the picture to arrive."""
+    if look:
+        box = main_view(page).bounding_box()
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.mouse.wheel(0, 100)
+        page.wait_for_timeout(300)
+        page.mouse.wheel(0, -100)
+    page.wait_for_timeout(1500)
+    return screenshot_array(main_view(page))
+
+
+def fill_number(page, testid, text):
+    """Type into a number field and leave it, so the value reaches the server before the next click."""
+    field = by_id(page, testid).locator("input")
+    field.fill(text)
+    field.press("Tab")
+    page.wait_for_timeout(300)
+
+
+def open_segment_editor(page):
+    """Show trame-slicer's segment editor in the side drawer (its toolbar button is the first brush icon)."""
+    if not page.locator("button:has(i.mdi-plus):visible").count():
+        page.locator("button:has(i.mdi-brush):visible").first.click()
+    page.locator("button:has(i.mdi-plus):visible").first.wait_for()
+
+
+def view_once_changed(page, before, min_fraction=0.05, timeout_s=30):
+    """The main view's picture once at least ``min_fraction`` of its pixels differ from ``before``.
+
+    """
+    for _ in range(int(timeout_s / 2)):
+        rgb = main_view_rgb(page)
+        if (np.abs(rgb - before).max(axis=2) > 40).mean() > min_fraction:
+            return rgb
+    raise AssertionError("the view did not change")
+
+
+def load_case(page, title):
+    """Choose a sample case in the uncertainty panel and load it, as a user would."""
+    open_panel(page, "UncertaintyPanel")
+    by_id(page, "su-case").click()
+    page.locator(".v-overlay .v-list-item", has_text=title).first.click()
+    by_id(page, "su-case").get_by_text(title, exact=True).wait_for()
+    page.locator(".v-overlay .v-list-item").first.wait_for(state="hidden")  # the menu has closed
+    page.wait_for_timeout(500)  # and the choice has reached the server
+    by_id(page, "su-load-case").click()
+    by_id(page, "su-status").wait_for(state="hidden")  # cleared when the loading starts
+    by_id(page, "su-status").filter(has_text=f"Loaded {title}").wait_for(timeout=WORK_TIMEOUT_MS)
+    page.get_by_text(f"Segmentation Uncertainty — {title}", exact=True).first.wait_for()
+
+
+@pytest.fixture(scope="module")
+def app_url():
+    with app_server() as url:
+        yield url
+
+
+@pytest.fixture
+def page(app_url, tmp_path):
+    with browser_page(tmp_path / "chromium") as page:
+        page.goto(app_url)
+        page.get_by_text("Segmentation Uncertainty — MNI152").first.wait_for(timeout=60_000)
+        main_view(page).wait_for(timeout=60_000)
+        try:
+            yield page
+        finally:
+            page.screenshot(path=str(tmp_path / "last.png"))  # what the page showed at the end (or failure)
+
+
+def test_gpssi_samples_at_dice_085_and_entropy_overlay(page, screenshot_dir):
+    load_case(page, DEFAULT_CASE)
+    before = main_view_rgb(page)
+    reference = coloured_pixels(before)  # the filled lateral-ventricles segment
+    assert reference.sum() > 500
+
+    open_panel(page, "SamplerPanel")
+    assert by_id(page, "gp-dice").locator("input").first.input_value() == "0.85"  # the default target
+    fill_number(page, "gp-n", "20")
+    by_id(page, "gp-generate").click()
+    assert wait_done(page, "gp", "gp-measured") == ""
+    measured = float(by_id(page, "gp-measured").inner_text().split(":")[-1])
+    assert abs(measured - 0.85) <= 0.02
+    assert "ω0 =" in by_id(page, "gp-omega0").inner_text() and "mm²" in by_id(page, "gp-omega0").inner_text()
+    assert page.locator('[data-testid="gp-curve-svg"] polyline').count() == 1
+    assert by_id(page, "gp-table").locator("tbody tr").count() == 20
+    assert by_id(page, "gp-table").locator("thead").inner_text().startswith("Sample")
+    links = by_id(page, "gp-downloads").locator("a")
+    assert any(name.endswith(".seg.nrrd") for name in links.all_inner_texts()) and links.count() >= 4
+    with_samples = main_view_rgb(page)
+    page.screenshot(path=str(screenshot_dir / "gpssi_panel.png"))
+
+    open_panel(page, "UncertaintyPanel")
+    by_id(page, "su-compute").click()
+    assert wait_done(page, "su", "su-metrics") == ""
+    by_id(page, "su-metrics").locator("tbody tr").nth(1).wait_for(timeout=WORK_TIMEOUT_MS)
+    with_overlay = main_view_rgb(page)
+    page.screenshot(path=str(screenshot_dir / "uncertainty_panel.png"))
+
+    # Pixels the entropy overlay coloured on the head (not its legend): changed since the samples were
+    # shown, and coloured now.
+    head = ndi.binary_fill_holes(before.mean(axis=2) > 40)
+    overlay = (np.abs(with_overlay - with_samples).max(axis=2) > 40) & coloured_pixels(with_overlay, 40) & head
+    assert overlay.sum() > 200, "the entropy overlay is not visible"
+    boundary = reference ^ ndi.binary_erosion(reference)
+    distance = ndi.distance_transform_edt(~boundary)
+    pixels_per_mm = reference.shape[1] / 197.0 * 0.9  # the axial view shows the 197 mm wide brain fitted
+    # Around the reference boundary: most overlay pixels within 5 mm of it, none beyond 25 mm.
+    assert np.median(distance[overlay]) < 5 * pixels_per_mm
+    assert distance[overlay].max() < 25 * pixels_per_mm
+
+
+def test_empty_reference_is_refused_then_a_painted_one_is_sampled(page, screenshot_dir):
+    load_case(page, DEFAULT_CASE)
+    # A new segment in the segment editor: the reference is now empty.
+    open_segment_editor(page)
+    page.locator("button:has(i.mdi-plus):visible").first.click()
+    open_panel(page, "SamplerPanel")
+    fill_number(page, "gp-n", "5")
+    by_id(page, "gp-generate").click()
+    error = wait_done(page, "gp", "gp-measured")
+    assert "empty" in error and "draw it first" in error
+    assert "Traceback" not in page.content()
+
+    # The page stays usable: back to the segment editor, paint the new segment with the brush, sample it.
+    open_segment_editor(page)
+    page.locator("button:has(i.mdi-brush):visible").first.click()  # the editor's Paint effect
+    before = main_view_rgb(page, look=False)  # (with the brush active, no scrolling over the view)
+    box = main_view(page).bounding_box()
+    x, y = box["x"] + box["width"] * 0.35, box["y"] + box["height"] * 0.3  # left frontal white matter
+    page.mouse.move(x, y)
+    page.mouse.down()
+    for row in range(4):  # a small filled patch, stroke by stroke
+        for step in range(20):
+            page.mouse.move(x + 3 * (step if row % 2 == 0 else 19 - step), y + 6 * row, steps=2)
+    page.mouse.up()
+    painted = np.abs(main_view_rgb(page, look=False) - before).max(axis=2) > 40
+    assert painted.sum() > 300, "the brush did not paint"
+
+    open_panel(page, "SamplerPanel")
+    by_id(page, "gp-generate").click()
+    assert wait_done(page, "gp", "gp-measured") == ""
+    rows = by_id(page, "gp-table").locator("tbody tr")
+    assert rows.count() == 5
+    dices = [float(rows.nth(i).locator("td").nth(2).inner_text()) for i in range(5)]
+    assert min(dices) > 0.6  # samples around the painted reference, not around the ventricles
+    names = by_id(page, "gp-downloads").locator("a").all_inner_texts()
+    # Named after the new segment (the editor names it Segment_<n>), not after the ventricles.
+    assert names and all(re.match(r"Segment_\d+_gpssi_samples", name) for name in names), names
+    page.screenshot(path=str(screenshot_dir / "paint_and_sample.png"))
+
+
+def test_bad_sample_count_shows_an_error_and_the_page_stays_usable(page):
+    load_case(page, DEFAULT_CASE)
+    open_panel(page, "SamplerPanel")
+    fill_number(page, "gp-n", "1")
+    by_id(page, "gp-generate").click()
+    error = by_id(page, "gp-error")
+    error.wait_for(timeout=60_000)
+    assert "at least 2" in error.inner_text()
+    assert "Traceback" not in page.content()
+    # Still usable: the panel answers the next action.
+    open_panel(page, "UncertaintyPanel")
+    by_id(page, "su-compute").wait_for()
+    open_panel(page, "SamplerPanel")
+    assert by_id(page, "gp-generate").is_enabled()
+
+
+def test_student_t_fusion_of_raters_and_tau_overlay(page, screenshot_dir):
+    load_case(page, RATERS_CASE)
+    open_panel(page, "FusionPanel")
+    raters = by_id(page, "cf-raters").locator("input[type=checkbox]")
+    raters.nth(4).wait_for()
+    assert raters.count() == 5 and all(raters.nth(i).is_checked() for i in range(5))
+    before_fusion = main_view_rgb(page)
+    by_id(page, "cf-fuse").click()
+    assert wait_done(page, "cf", "cf-summary") == ""
+    summary = by_id(page, "cf-summary").inner_text()
+    assert "5 raters fused (student-t)" in summary and "least trusted: outlier" in summary
+    rows = by_id(page, "cf-table").locator("tbody tr")
+    assert rows.count() == 5
+    names = by_id(page, "cf-downloads").locator("a").all_inner_texts()
+    assert any(n.endswith(".seg.nrrd") for n in names) and sum("tau" in n for n in names) == 5
+
+    # The least trusted rater's τ map is overlaid at once; a user then looks at the view.
+    assert "v-btn--active" in by_id(page, "cf-tau").locator("button", has_text="outlier").get_attribute("class")
+    tau = view_once_changed(page, before_fusion, min_fraction=0.002)
+    head = ndi.binary_fill_holes(before_fusion.mean(axis=2) > 40)  # not the colour legend beside it
+    # The raters' segments are hidden under a τ map: changed pixels still coloured are the map's.
+    low_tau = coloured_pixels(tau) & (np.abs(tau - before_fusion).max(axis=2) > 40) & head
+    assert low_tau.sum() > 300, "the τ map overlay is not visible"
+    rows, cols = np.nonzero(low_tau)  # near the ventricles, in the middle of the view, not all over it
+    h, w = low_tau.shape
+    assert 0.25 * h < np.median(rows) < 0.75 * h and 0.25 * w < np.median(cols) < 0.75 * w
+    page.screenshot(path=str(screenshot_dir / "fusion_panel.png"))
+    # Another rater's τ map: a different picture (it was trusted where the outlier was not).
+    by_id(page, "cf-tau").locator("button", has_text="CSF ≥ 0.5").click()
+    by_id(page, "cf-progress").wait_for(state="hidden")
+    view_once_changed(page, tau, min_fraction=0.002)

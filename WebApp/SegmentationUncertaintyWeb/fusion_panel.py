@@ -1,0 +1,180 @@
+"""Consensus fusion panel: raters (checkable segments), method, smoothness, mixture, Fuse, rater table, τ maps."""
+
+from __future__ import annotations
+
+from trame.widgets import html
+from trame.widgets import vuetify3 as v3
+
+from ConsensusFusionLib.logic import ConsensusFusionLogic, FusionOutputs
+from SegmentationUncertaintyLib.fusion import DEFAULT_SMOOTHNESS_MM
+from SegmentationUncertaintyLogic.nodes import (save_segmentation, save_table_csv, save_volume, segment_ids,
+                                                table_rows)
+from SegmentationUncertaintyLogic.overlays import hide_overlay
+
+from .widgets import (apply_inputs, download_links, guarded, init_status, inputs_click, multi_segment_sets,
+                      number_text, safe_name, status_area, table)
+
+P = "cf"
+#: State keys that Fuse reads.
+INPUTS = [f"{P}_{key}" for key in ("selected", "method", "smoothness", "mixture")]
+T = [("data_testid", "data-testid")]
+#: Rater table columns: (key in the logic's table, title in the page).
+COLUMNS = [("rater", "Rater"), ("cluster", "Cluster"), ("bias", "Bias"), ("variance", "Variance"), ("nu", "ν"),
+           ("relative tau", "Rel. τ"), ("Dice to consensus", "Dice"), ("HD95 to consensus (mm)", "HD95 (mm)")]
+
+
+class FusionPanel:
+    """Thin view over :class:`ConsensusFusionLogic`."""
+
+    title = "Consensus fusion"
+    icon = "mdi-account-group"
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self.server = app.server
+        self.logic = ConsensusFusionLogic()
+        self.outputs: FusionOutputs | None = None
+        state = self.server.state
+        init_status(state, P)
+        state[f"{P}_sets"] = []
+        state[f"{P}_set"] = None
+        state[f"{P}_raters"] = []
+        state[f"{P}_selected"] = []
+        state[f"{P}_methods"] = [{"title": t, "value": k} for k, t in self.logic.methods.items()]
+        state[f"{P}_method"] = "student-t"
+        state[f"{P}_smoothness"] = DEFAULT_SMOOTHNESS_MM
+        state[f"{P}_mixture"] = False
+        state[f"{P}_summary"] = ""
+        state[f"{P}_rows"] = []
+        state[f"{P}_tau_raters"] = []
+        state[f"{P}_tau"] = None
+        state[f"{P}_files"] = []
+        state.change(f"{P}_set")(self._on_set)
+
+    # ----------------------------------------------------------------------------------------- view
+    def build(self) -> None:
+        with v3.VCard(variant="flat"), v3.VCardText():
+            html.Div("Raters", classes="text-subtitle-2")
+            v3.VSelect(v_model=(f"{P}_set",), items=(f"{P}_sets",), density="compact", hide_details=True,
+                       placeholder="Load the multi-rater case or generate samples", __properties=T,
+                       data_testid="cf-set")
+            with html.Div(classes="my-1", __properties=T, data_testid="cf-raters"):
+                v3.VCheckbox(v_for=f"r in {P}_raters", key="r.value", v_model=(f"{P}_selected",),
+                             value=("r.value",), label=("r.title",), density="compact", hide_details=True)
+            v3.VSelect(v_model=(f"{P}_method",), items=(f"{P}_methods",), label="Method", density="compact",
+                       hide_details=True, classes="mt-2", __properties=T, data_testid="cf-method")
+            v3.VTextField(v_model_number=(f"{P}_smoothness",), type="number", density="compact", hide_details=True,
+                          label="Smoothness: basis spacing (mm; 0 = no spatial prior)", classes="mt-2",
+                          __properties=T, data_testid="cf-smoothness")
+            v3.VSwitch(v_model=(f"{P}_mixture",), label="Mixture of consensuses (rater clusters)", color="primary",
+                       density="compact", hide_details=True, __properties=T, data_testid="cf-mixture")
+            v3.VBtn("Fuse", click=inputs_click(self.fuse, INPUTS), block=True, color="primary", classes="my-2",
+                    disabled=(f"{P}_busy || {P}_selected.length < 2",), __properties=T, data_testid="cf-fuse")
+            status_area(P)
+            html.Div(f"{{{{ {P}_summary }}}}", v_show=(f"{P}_summary",), classes="text-subtitle-2", __properties=T,
+                     data_testid="cf-summary")
+            table(f"{P}_rows", COLUMNS, "cf-table")
+            html.Div("τ map of rater (low τ: treated as an outlier there)", classes="text-subtitle-2 mt-2",
+                     v_show=(f"{P}_tau_raters.length",))
+            with v3.VBtnToggle(v_model=(f"{P}_tau",), density="compact", divided=True, classes="flex-wrap",
+                               __properties=T, data_testid="cf-tau"):
+                v3.VBtn("{{ r.title }}", v_for=f"r in {P}_tau_raters", key="r.value", value=("r.value",),
+                        size="small", click=(self.choose_tau, "[r.value]"))
+            download_links(f"{P}_files", "cf-downloads")
+
+    # -------------------------------------------------------------------------------------- actions
+    def reset(self) -> None:
+        """A new case: forget the previous fusion and list the case's rater sets."""
+        self.outputs = None
+        with self.server.state as state:
+            state[f"{P}_summary"], state[f"{P}_rows"], state[f"{P}_tau_raters"], state[f"{P}_files"] = "", [], [], []
+            state[f"{P}_tau"] = None
+        self.refresh_sets()
+
+    def refresh_sets(self, select: str | None = None) -> None:
+        """List the scene's segmentations with at least two segments; keep the choice if it still exists."""
+        items = multi_segment_sets(self.app.scene)
+        with self.server.state as state:
+            state[f"{P}_sets"] = items
+            values = [i["value"] for i in items]
+            if select is not None or state[f"{P}_set"] not in values:
+                # Prefer a multi-rater case's raters over generated samples.
+                raters = [i["value"] for i in items if i["title"].startswith("Raters")]
+                state[f"{P}_set"] = select or (raters or values or [None])[0]
+        self._on_set()
+
+    def _on_set(self, **_) -> None:
+        node = self._set_node()
+        raters = [] if node is None else [
+            {"title": node.GetSegmentation().GetSegment(i).GetName(), "value": i} for i in segment_ids(node)]
+        with self.server.state as state:
+            state[f"{P}_raters"] = raters
+            state[f"{P}_selected"] = [r["value"] for r in raters]
+
+    def _set_node(self):
+        node_id = self.server.state[f"{P}_set"]
+        return self.app.scene.GetNodeByID(node_id) if node_id else None
+
+    @guarded(P)
+    def fuse(self, inputs: dict | None = None) -> None:
+        state = self.server.state
+        apply_inputs(state, inputs)
+        node = self._set_node()
+        if node is None:
+            raise ValueError("choose the raters first: load the multi-rater case or generate samples")
+        try:
+            smoothness = float(state[f"{P}_smoothness"])
+        except (TypeError, ValueError):
+            raise ValueError("the smoothness must be a number of mm (0 for no spatial prior)") from None
+        selected = [i for i in segment_ids(node) if i in set(state[f"{P}_selected"])]
+        self.outputs = self.logic.fuse([(node, i) for i in selected], self.app.volume, method=state[f"{P}_method"],
+                                       smoothness=smoothness, mixture=bool(state[f"{P}_mixture"]))
+        out = self.outputs
+        names = [row["rater"] for row in table_rows(out.raterTable)]
+        files = self._export(out)
+        with state:
+            state[f"{P}_summary"] = out.summary
+            state[f"{P}_rows"] = [{key: number_text(row[key]) for key, _ in COLUMNS} for row in table_rows(out.raterTable)]
+            state[f"{P}_tau_raters"] = [{"title": name, "value": index} for index, name in enumerate(names)] \
+                if out.tau else []
+            state[f"{P}_files"] = files
+            state[f"{P}_status"] = out.summary.split(":")[0]
+        self.app.on_fused(out)
+        # Show at once where the least trusted rater was treated as an outlier.
+        least = out.result.lowest_tau_rater() if out.tau else None
+        with state:
+            state[f"{P}_tau"] = None if least is None else int(least)
+        self.show_tau(state[f"{P}_tau"])
+
+    @guarded(P, new_status=False)
+    def choose_tau(self, index: int) -> None:
+        """The user chose a rater (clicking the chosen one again unselects it: no overlay)."""
+        self.show_tau(None if self.server.state[f"{P}_tau"] == index else index)
+
+    def show_tau(self, index: int | None) -> None:
+        """Overlay one rater's τ map on the image (``None``: no overlay)."""
+        if self.outputs is None or not self.outputs.tau:
+            return
+        if index is None:
+            hide_overlay()
+        else:
+            self.logic.showTau(self.outputs, int(index))
+        # The raters' filled segments would cover the map (a rater's low-τ voxels are inside its own segment).
+        raters = self._set_node()
+        if raters is not None and raters.GetDisplayNode() is not None:
+            raters.GetDisplayNode().SetVisibility(index is None)
+        with self.server.state as state:
+            state[f"{P}_tau"] = index
+        self.app.render()
+
+    def _export(self, out: FusionOutputs) -> list[dict]:
+        downloads = self.app.downloads
+        base = safe_name(out.consensus.GetName())
+        names = [f"{base}.seg.nrrd"]
+        save_segmentation(out.consensus, str(downloads.path(names[0])))
+        for node in [*out.probabilities, *out.tau]:
+            names.append(f"{safe_name(node.GetName())}.nrrd")
+            save_volume(node, str(downloads.path(names[-1])))
+        names.append(f"{safe_name(out.raterTable.GetName())}.csv")
+        save_table_csv(out.raterTable, str(downloads.path(names[-1])))
+        return downloads.entries(names)
