@@ -9,15 +9,13 @@ Example
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 from scipy import ndimage as ndi
 
 from SegmentationUncertaintyLib import metrics
 from SegmentationUncertaintyLogic.nodes import (add_segmentation, add_volume, geometry_of_volume, segment_ids,
                                                 segment_mask, table_rows)
-from SegmentationUncertaintyLogic.sample_scenes import SAMPLE_CASES
+from SegmentationUncertaintyLogic.sample_scenes import cropped_sample_case
 
 from .logic import RATER_COLUMNS, ConsensusFusionLogic, FusionOutputs
 
@@ -42,10 +40,8 @@ def add_rater_case(key: str = "mni152-ventricles", margin_mm: float = 6.0):
     -------
     (vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode)
     """
-    title, loader = SAMPLE_CASES[key]
-    case, references = loader()
-    cropped = replace(case, masks=references, maps={}).crop(margin_mm)
-    volume = add_volume(cropped.image, cropped.geometry, f"{title.split(' — ')[0]} cropped")
+    title, cropped = cropped_sample_case(key, margin_mm)
+    volume = add_volume(cropped.image, cropped.geometry, f"{title} cropped")
     return volume, add_segmentation(rater_masks(next(iter(cropped.masks.values()))), volume, "Raters")
 
 
