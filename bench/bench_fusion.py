@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import best_time  # noqa: E402
 
 N_RATERS = 7
 
@@ -41,13 +41,6 @@ def make_raters(seed: int = 1):
     return truth, raters, SPACING
 
 
-def _best_time(function, repeats: int):
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = function()
-        best = min(best, time.perf_counter() - start)
-    return best, out
 
 
 def run(results: dict, repeats: int = 2) -> None:
@@ -67,7 +60,7 @@ def run(results: dict, repeats: int = 2) -> None:
         methods = {"student_t": "student-t", "gaussian": "gaussian", "staple": "staple", "majority": "majority"}
         rows = []
         for key, method in methods.items():
-            seconds, result = _best_time(lambda: fuse(stack, method, spacing=spacing), repeats)
+            seconds, result = best_time(lambda: fuse(stack, method, spacing=spacing), repeats)
             results[f"{key}_s"] = round(seconds, 4)
             results[f"{key}_dice"] = round(dice(result.mask, truth), 5)
             rows.append((key, seconds, results[f"{key}_dice"], result.parameters.get("n_iterations")))

@@ -12,9 +12,13 @@ Each time is the best of ``repeats`` runs (the machine is shared and noisy).
 from __future__ import annotations
 
 import json
-import time
+import sys
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import best_time  # noqa: E402
 
 SHAPE = (104, 256, 256)
 SPACING = (2.5, 1.0, 1.0)
@@ -32,13 +36,6 @@ def make_case(shape=SHAPE, spacing=SPACING, seed: int = 0) -> tuple[np.ndarray, 
     return mask, image.astype(np.float32)
 
 
-def _best_time(function, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def run(results: dict, repeats: int = 3) -> None:
@@ -56,13 +53,13 @@ def run(results: dict, repeats: int = 3) -> None:
     def maurer():
         sitk.SignedMaurerDistanceMap(itk_mask, insideIsPositive=False, squaredDistance=False, useImageSpacing=True)
 
-    maurer_s = _best_time(maurer, repeats)
-    geodesic_s = _best_time(lambda: signed_geodesic_distance(mask, image, SPACING), repeats)
-    euclidean_s = _best_time(lambda: signed_euclidean_distance(mask, SPACING), repeats)
+    maurer_s = best_time(maurer, repeats)[0]
+    geodesic_s = best_time(lambda: signed_geodesic_distance(mask, image, SPACING), repeats)[0]
+    euclidean_s = best_time(lambda: signed_euclidean_distance(mask, SPACING), repeats)[0]
     torch.set_num_threads(1)
-    geodesic_1thread_s = _best_time(lambda: signed_geodesic_distance(mask, image, SPACING), repeats)
+    geodesic_1thread_s = best_time(lambda: signed_geodesic_distance(mask, image, SPACING), repeats)[0]
     torch.set_num_threads(threads)
-    maurer_again = _best_time(maurer, repeats)  # the machine drifts: take the better of two baselines
+    maurer_again = best_time(maurer, repeats)[0]  # the machine drifts: take the better of two baselines
     maurer_s = min(maurer_s, maurer_again)
     ratio = geodesic_s / maurer_s
     print(f"{'256x256x104, spacing (2.5, 1, 1) mm':40s} {'seconds':>8s} {'/ Maurer':>9s}")

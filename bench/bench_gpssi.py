@@ -27,9 +27,14 @@ from __future__ import annotations
 import json
 import math
 import resource
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import best_time  # noqa: E402
 
 CASES = {256: ((104, 256, 256), (2.5, 1.0, 1.0)), 512: ((128, 512, 512), (2.5, 0.8, 0.8))}
 SEMI_AXES_MM = (25.0, 35.0, 45.0)
@@ -48,13 +53,6 @@ def make_case(shape, spacing, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return mask, image.astype(np.float32)
 
 
-def _best_time(function, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 class PaddedFFTSampler:
@@ -96,7 +94,7 @@ def _ms_per_sample(sampler, n: int, repeats: int) -> float:
     def draw():
         for _ in sampler.sample_batches(n, seed=1, batch_size=4):
             pass
-    return 1000 * _best_time(draw, repeats) / n
+    return 1000 * best_time(draw, repeats)[0] / n
 
 
 def run(results: dict, repeats: int = 3, n_samples: int = 16) -> None:
@@ -128,7 +126,7 @@ def run(results: dict, repeats: int = 3, n_samples: int = 16) -> None:
         ours_full = _ms_per_sample(full, n_samples // 2, repeats)
         fft = PaddedFFTSampler(sampler.mean, spacing, omega0, sampler.omega1)
         fft_n = 4  # 2 transforms: the baseline is slow, and its time per sample hardly varies
-        fft_ms = 1000 * _best_time(lambda: [fft.pair() for _ in range(fft_n // 2)], repeats) / fft_n
+        fft_ms = 1000 * best_time(lambda: [fft.pair() for _ in range(fft_n // 2)], repeats)[0] / fft_n
         ours_again = _ms_per_sample(sampler, n_samples, repeats)  # the machine drifts: best of two
         ours = min(ours, ours_again)
         box = sampler._box(math.sqrt(omega0))

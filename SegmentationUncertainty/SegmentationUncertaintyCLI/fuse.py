@@ -39,7 +39,7 @@ import numpy as np
 from SegmentationUncertaintyLib.fusion import DEFAULT_SMOOTHNESS_MM, METHODS, FusionResult, fuse, fuse_mixture
 from SegmentationUncertaintyLib.geometry import Geometry
 
-from .io import read_image, read_segmentation, write_map, write_segmentation
+from .io import read_image, read_segmentation, run_command, write_map, write_segmentation
 
 PROGRAM = "fuse"
 
@@ -68,11 +68,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-o", "--output", default="fuse_output", help="output folder (created if needed)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
     return parser
-
-
-def _error(message: str) -> int:
-    print(f"{PROGRAM}: error: {message}", file=sys.stderr)
-    return 2
 
 
 def _safe(name: str) -> str:
@@ -259,17 +254,12 @@ def _as_3d(result: FusionResult) -> FusionResult:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fuse`` console script; returns the exit status (0, or 2 for bad input)."""
     args = build_parser().parse_args(argv)
-    try:
-        summary = run(args)
-    except ValueError as error:
-        return _error(str(error))
-    except OSError as error:
-        return _error(f"cannot write the results: {error}")
-    if not args.quiet:
+    status, summary = run_command(PROGRAM, run, args)
+    if status == 0 and not args.quiet:
         print(f"fused {len(summary['names'])} raters ({summary['method']}) into {args.output}: consensus "
               f"{summary['consensus_volume_ml']:.2f} ml" + (f", {summary['n_consensuses']} clusters"
                                                             if summary["n_consensuses"] > 1 else ""))
-    return 0
+    return status
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ from SegmentationUncertaintyLib.geometry import Geometry
 from SegmentationUncertaintyLib.metrics import SampleStatistics, coefficient_of_variation, mean_pairwise_dice
 from SegmentationUncertaintyLib.samplers import SOURCES, SegmentationSampler, create_sampler
 
-from .io import read_image, read_segmentation, write_map, write_segmentation
+from .io import read_image, read_segmentation, run_command, write_map, write_segmentation
 
 PROGRAM = "gpssi"
 
@@ -67,11 +67,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-o", "--output", default="gpssi_output", help="output folder (created if needed)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return parser
-
-
-def _error(message: str) -> int:
-    print(f"{PROGRAM}: error: {message}", file=sys.stderr)
-    return 2
 
 
 def _sampler(args: argparse.Namespace, reference: np.ndarray, image: np.ndarray,
@@ -201,17 +196,12 @@ def run(args: argparse.Namespace) -> dict:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``gpssi`` console script; returns the exit status (0, or 2 for bad input)."""
     args = build_parser().parse_args(argv)
-    try:
-        summary = run(args)
-    except ValueError as error:
-        return _error(str(error))
-    except OSError as error:
-        return _error(f"cannot write the results: {error}")
-    if not args.quiet:
+    status, summary = run_command(PROGRAM, run, args)
+    if status == 0 and not args.quiet:
         dice = summary.get("mean_pairwise_dice")
         print(f"wrote {args.n_samples} samples to {args.output}"
               + (f" (mean pairwise Dice {dice:.3f})" if dice is not None else ""))
-    return 0
+    return status
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ cropped file in its reference image. Files written by Slicer before layers exist
 
 from __future__ import annotations
 
-import colorsys
 import os
 from dataclasses import dataclass
 from typing import Sequence
@@ -23,10 +22,11 @@ from typing import Sequence
 import numpy as np
 import SimpleITK as sitk
 
+from SegmentationUncertaintyLib.colors import distinct_colors
 from SegmentationUncertaintyLib.geometry import Geometry, apply_geometry_to_sitk, geometry_from_sitk
 
 __all__ = ["Segment", "Segmentation", "read_image", "read_segmentation", "write_segmentation", "write_map",
-           "distinct_colors"]
+           "distinct_colors", "run_command"]
 
 _SEGMENTATION_HEADER = {
     "Segmentation_MasterRepresentation": "Binary labelmap",
@@ -188,16 +188,6 @@ def read_segmentation(path: str | os.PathLike, reference: tuple[Sequence[int], G
     return Segmentation(segments, geometry)
 
 
-def distinct_colors(n: int) -> list[tuple[float, float, float]]:
-    """``n`` distinct RGB colours in [0, 1]: hues spaced by the golden angle, alternating lightness."""
-    colors = []
-    for i in range(n):
-        hue = (0.08 + i * 0.381966) % 1.0
-        lightness = (0.50, 0.62, 0.40)[i % 3]
-        colors.append(tuple(round(c, 4) for c in colorsys.hls_to_rgb(hue, lightness, 0.85)))
-    return colors
-
-
 def _to_sitk(array: np.ndarray, geometry: Geometry, is_vector: bool = False) -> sitk.Image:
     image = sitk.GetImageFromArray(np.ascontiguousarray(array), isVector=is_vector)
     apply_geometry_to_sitk(image, geometry)
@@ -281,3 +271,18 @@ def write_map(path: str | os.PathLike, array: np.ndarray, geometry: Geometry) ->
     array = np.asarray(array)
     _check_geometry(array.shape, geometry)
     sitk.WriteImage(_to_sitk(array.astype(np.float32, copy=False), geometry), os.fspath(path), useCompression=True)
+
+
+def run_command(program: str, run, args) -> tuple[int, dict | None]:
+    """Run a command's ``run(args)``: bad input (``ValueError``) or a failed write (``OSError``) prints
+    ``<program>: error: ...`` on stderr and gives exit status 2, else ``(0, summary)``."""
+    import sys
+
+    try:
+        return 0, run(args)
+    except ValueError as error:
+        message = str(error)
+    except OSError as error:
+        message = f"cannot write the results: {error}"
+    print(f"{program}: error: {message}", file=sys.stderr)
+    return 2, None

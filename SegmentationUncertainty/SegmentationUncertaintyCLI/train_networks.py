@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 
 from SegmentationUncertaintyLib.networks import ARCHITECTURES, load_model, save_model
