@@ -7,9 +7,10 @@ import json
 
 import numpy as np
 import pytest
+from scipy import ndimage as ndi
 
 from SegmentationUncertaintyCLI.fuse import main
-from SegmentationUncertaintyCLI.io import read_segmentation, write_map, write_segmentation
+from SegmentationUncertaintyCLI.io import read_image, read_segmentation, write_map, write_segmentation
 from SegmentationUncertaintyLib.geometry import Geometry
 from SegmentationUncertaintyLib.gpssi import GPSSISampler
 from SegmentationUncertaintyLib.metrics import dice
@@ -47,7 +48,15 @@ def test_fuse_one_segmentation_with_image(case):
     assert [r["rater"] for r in rows] == ["ann", "bob", "cy", "dee"]
     assert {"bias_1", "variance", "nu", "mean_tau", "dice", "hd95_mm"} <= set(rows[0])
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["figure"]["outlier"] == "dee"
+    # the figure names the rater the fusion trusts least: here the one furthest from the truth (a GPSSI
+    # sample with Dice 0.87; dee's blob costs it less, Dice 0.96)
+    worst = min(range(4), key=lambda p: dice(raters[p], truth))
+    assert summary["figure"]["outlier"] == rows[worst]["rater"]
+    # dee's τ map marks its blob: its weight there is far below its weight on the rest of its border band
+    tau, _ = read_image(out / "tau_04_dee.nrrd")
+    blob = raters[3] & ~ndi.binary_dilation(truth, iterations=2)
+    band = ndi.binary_dilation(raters[3], iterations=2) & ~ndi.binary_erosion(raters[3], iterations=2)
+    assert tau[blob].mean() < 0.5 * tau[band & ~ndi.binary_dilation(blob, iterations=2)].mean()
     assert (out / "figure.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -14,6 +14,7 @@ from scipy import ndimage as ndi
 
 from SegmentationUncertaintyLib.fusion import FusionResult, fuse, fuse_mixture, prepare_raters
 from SegmentationUncertaintyLib.fusion.baselines import majority_vote, staple
+from SegmentationUncertaintyLib.fusion.consensus import fuse_maps, resolution_variance
 from SegmentationUncertaintyLib.fusion.inputs import uncertain_band
 from SegmentationUncertaintyLib.fusion.links import LogitLink, SqrtLink
 from SegmentationUncertaintyLib.fusion.mixture import fit_mixture, principal_coordinates
@@ -184,11 +185,43 @@ def test_noisy_copies_of_a_truth(truth, gpssi_raters):
 
 
 def test_majority_vote_within_a_few_voxels_of_student_t(truth, gpssi_raters):
-    """Where raters split, the Student-t consensus follows the closest raters (small estimated ν), so it
-    stays within a fraction of a per cent of majority vote."""
+    """Masks' maps saturate a few mm from each border, so where raters split by more than that the
+    consensus is decided by how many say which class, as in a vote: the Student-t consensus stays within
+    a fraction of a per cent of majority vote."""
     student = fuse(gpssi_raters, "student-t").mask
     majority = fuse(gpssi_raters, "majority").mask
     assert dice(student, majority) > 0.98
+
+
+def test_resolution_variance_of_a_ramp():
+    """Link values rising by ``a`` per voxel along x and ``b`` along y: a uniform sub-voxel shift leaves
+    ``(a² + b²) / 12`` (per link coordinate), counted where the next voxel exists."""
+    shape, a, b = (4, 5, 6), 0.03, 0.02
+    z, y, x = np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij")
+    values = torch.from_numpy(np.stack([a * x + b * y, -(a * x + b * y)])[None].repeat(3, axis=0))   # (3, 2, ...)
+    expected = (a ** 2 * 5 / 6 + b ** 2 * 4 / 5) * 2 / (12 * 2)
+    assert resolution_variance(values, torch.ones(shape, dtype=torch.bool)) == pytest.approx(expected, rel=1e-5)
+    band = torch.zeros(shape, dtype=torch.bool)
+    band[:, :, 0] = True                                    # only x = 0: every voxel has both neighbours
+    assert resolution_variance(values, band) == pytest.approx((a ** 2 * 1 + b ** 2 * 4 / 5) * 2 / 24, rel=1e-5)
+
+
+def test_mask_maps_do_not_collapse_the_rater_variances(gpssi_raters):
+    """Masks' maps coincide wherever raters share a border, where the Student-t likelihood grows without
+    bound as Σ_p → 0: with a numerical floor the fit drives every σ_p² to it and ν below 1, slowly. The
+    default floor, the maps' own resolution (``resolution_variance``), keeps ν a tail parameter and
+    converges in fewer iterations."""
+    maps = prepare_raters(gpssi_raters, "mask")
+    resolved = fuse_maps(maps, "student-t")
+    collapsed = fuse_maps(maps, "student-t", fit_options={"min_variance": 1e-6})
+    floor = resolved.parameters["min_variance"]
+    assert 1e-4 < floor < 1e-2
+    assert np.all(resolved.variance >= floor * (1 - 1e-6))
+    assert np.all(resolved.nu > 1.0) and np.all(collapsed.nu < 1.0)
+    assert np.all(collapsed.variance < 1e-5)
+    assert resolved.parameters["converged"]
+    assert resolved.parameters["n_iterations"] < collapsed.parameters["n_iterations"]
+    assert dice(resolved.mask, collapsed.mask) > 0.99
 
 
 @pytest.mark.parametrize("method", ["student-t", "gaussian"])

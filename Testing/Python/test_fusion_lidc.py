@@ -30,13 +30,16 @@ def test_lidc_table_is_complete_and_sane(table):
     for method, row in methods.items():
         assert 0.85 < row["mean_dice"] <= 1.0, method
         assert 0.0 <= row["mean_hd95_mm"] < 5.0, method
-    # the robust model is better than the Gaussian one it extends
-    assert methods["student-t"]["mean_dice"] > methods["gaussian"]["mean_dice"]
+        assert 0.85 < row["mean_dice_strict"] <= 1.0, method
+    # counting the two-against-two voxels as inside favours the method that includes most (STAPLE); the
+    # strict majority reverses that
+    assert methods["staple"]["mean_dice"] > methods["staple"]["mean_dice_strict"]
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="does not hold yet: measured mean Dice STAPLE 0.955, majority 0.944, "
-                   "Student-t 0.915, Gaussian 0.907 (truth = radiologists' ≥ 50 % vote)")
+@pytest.mark.xfail(strict=True, reason="does not hold: mean Dice STAPLE 0.955, majority 0.944, Gaussian 0.920, "
+                   "Student-t 0.915 to the radiologists' >= 50 % vote; to the strict majority majority 0.939, "
+                   "Student-t 0.932, Gaussian 0.931, STAPLE 0.882. The truth is a vote of the raters being fused")
 def test_student_t_beats_every_baseline_on_lidc(table):
     methods = table["methods"]
     for method in ("gaussian", "staple", "majority"):

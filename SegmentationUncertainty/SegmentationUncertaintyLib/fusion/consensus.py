@@ -18,10 +18,20 @@ either side of each rater's border.
 ``τ`` outside the band is reported as ``(ν_p + d) / ν_p``, the weight of a rater whose value equals the
 consensus; the rater table's mean ``τ`` is taken over the band.
 
-Behaviour worth knowing (measured, see the tests): for maps made from masks most band voxels hold
-near-identical raters, so the estimated ``ν`` is small (0.2–1) and the rater variances reach the floor
-``min_variance``; the Student-t consensus then follows, voxel by voxel, the raters closest to each
-other — close to a majority vote — and ``τ`` is near 0 wherever a rater departs from them.
+The raters' variance floor: a map resolves a border only to a voxel
+--------------------------------------------------------------------
+Over much of the band several raters' maps coincide (two masks that share a stretch of border give the
+same map there). The Student-t likelihood is then unbounded as ``Σ_p → 0`` with small ``ν``: the
+raters that coincide gain ``log(1/σ²)`` each, the others lose only ``(ν/2) log(1/σ²)``. Left to itself
+the fit shrinks every ``σ_p²`` towards the numerical floor, ``ν`` towards 0.3, and the consensus
+follows, voxel by voxel, whichever raters happen to coincide (a mode, not a mean), slowly: the bound
+keeps rising as ``σ_p²`` shrinks. But no map places a border more precisely than its voxels: moving a
+map by a uniform sub-voxel shift ``u_a ∈ (−h_a/2, h_a/2)`` per axis changes its link value by
+``Σ_a ∂_a F u_a``, of variance ``Σ_a (Δ_a F)² / 12`` (``Δ_a F``: the difference between neighbouring
+voxels along axis ``a``). Its mean over the band and the raters, per link coordinate
+(:func:`resolution_variance`), is the default floor of ``Σ_p`` and ``Σ_T``: differences finer than the
+grid resolves are not evidence. Measured on the benchmark case (7 raters, 256×256×104): ``ν`` 1.2–2.9
+instead of 0.24–0.39, 16 iterations instead of 36, the same Dice to the truth (0.9938 / 0.9941).
 """
 
 from __future__ import annotations
@@ -40,7 +50,7 @@ from .result import FusionResult
 from .spatial_prior import GaussianBasisPrior
 from .student_t import fit_consensus
 
-__all__ = ["fuse", "fuse_mixture", "METHODS", "DEFAULT_SMOOTHNESS_MM", "fuse_maps"]
+__all__ = ["fuse", "fuse_mixture", "METHODS", "DEFAULT_SMOOTHNESS_MM", "fuse_maps", "resolution_variance"]
 
 METHODS = ("student-t", "gaussian", "staple", "majority")
 
@@ -102,13 +112,42 @@ def _embed(box_values: np.ndarray, box: tuple[slice, ...], shape: tuple[int, ...
     return out
 
 
+def resolution_variance(values_box: torch.Tensor, band_box: torch.Tensor) -> float:
+    """Variance (link units², per coordinate) that a map's voxel resolution leaves in its link values.
+
+    The mean over the band voxels and the raters of ``Σ_a (Δ_a F)² / (12 d)``, with ``Δ_a F`` the change of
+    the link value to the next voxel along axis ``a`` (module docstring: a uniform sub-voxel shift).
+
+    Parameters
+    ----------
+    values_box : Tensor, (P, d, *box_shape)
+        The raters' link values on the box.
+    band_box : Tensor of bool, box_shape
+        The band voxels of the box.
+    """
+    n_raters, d = values_box.shape[:2]
+    count = int(band_box.sum())
+    if count == 0:
+        return 0.0
+    total = 0.0
+    for axis in range(band_box.ndim):
+        n = band_box.shape[axis]
+        if n < 2:
+            continue
+        step = values_box.narrow(2 + axis, 1, n - 1) - values_box.narrow(2 + axis, 0, n - 1)
+        squared = step.square_().sum(dim=(0, 1))                  # summed over raters and link coordinates
+        total += float(squared[band_box.narrow(axis, 0, n - 1)].sum(dtype=torch.float64))
+    return total / (12.0 * d * n_raters * count)
+
+
 def fuse_maps(maps: RaterMaps, method: str = "student-t", *, names: Sequence[str] | None = None, link="sqrt",
               spatial_prior: bool = True, smoothness_mm: float = DEFAULT_SMOOTHNESS_MM,
               basis_width_mm: float | None = None, certainty_tolerance: float = 1e-3, covariance: str | None = None,
               max_iterations: int = 100, tolerance: float = 1e-4, fit_options: dict | None = None,
               progress: Progress | None = None, device: str = "cpu") -> FusionResult:
     """Fuse prepared rater maps (:func:`~.inputs.prepare_raters`); see :func:`fuse` for the parameters
-    (``fit_options`` go to :func:`~.student_t.fit_consensus`, e.g. ``min_variance`` or ``nu_range``)."""
+    (``fit_options`` go to :func:`~.student_t.fit_consensus`, e.g. ``nu_range``, or ``min_variance`` to
+    replace the default floor, :func:`resolution_variance`)."""
     if method not in METHODS:
         raise ValueError(f"unknown fusion method {method!r}; choose one of {METHODS}")
     names = [f"rater {p}" for p in range(maps.n_raters)] if names is None else [str(n) for n in names]
@@ -145,6 +184,11 @@ def fuse_maps(maps: RaterMaps, method: str = "student-t", *, names: Sequence[str
     whole_box = band_flat.numel() == values_box.shape[2]
     values = values_box if whole_box else values_box[:, :, band_flat].contiguous()
     common = values_box.mean(dim=0)                 # the consensus where every rater is certain of one class
+    fit_options = dict(fit_options or {})
+    if "min_variance" not in fit_options:
+        band_box = torch.from_numpy(np.ascontiguousarray(band[inner])).to(device)
+        fit_options["min_variance"] = max(resolution_variance(values_box.reshape(*values_box.shape[:2], *box_shape),
+                                                              band_box), 1e-6)
     del values_box
     prior = None
     if spatial_prior:
@@ -153,7 +197,7 @@ def fuse_maps(maps: RaterMaps, method: str = "student-t", *, names: Sequence[str
         covariance = "isotropic" if link.name == "sqrt" else "full"
     estimate = fit_consensus(values, robust=robust, prior=prior, band_index=None if whole_box else band_flat,
                              initial_box=None if whole_box else common, covariance=covariance,
-                             max_iterations=max_iterations, **(fit_options or {}),
+                             max_iterations=max_iterations, **fit_options,
                              tolerance=tolerance, progress=progress)
     del values
     consensus_box = common
@@ -176,6 +220,7 @@ def fuse_maps(maps: RaterMaps, method: str = "student-t", *, names: Sequence[str
         "smoothness_mm": float(smoothness_mm) if spatial_prior else None,
         "basis_width_mm": (float(basis_width_mm or smoothness_mm) if spatial_prior else None),
         "bias_link": estimate.bias, "covariance": estimate.covariance,
+        "min_variance": float(fit_options["min_variance"]),
     }
     return _result(method, probabilities, maps, names, tau_box=tau_box, tau_outside=resting,
                    bias=estimate.bias @ directions.T,

@@ -41,8 +41,10 @@ shift of the biases against the consensus is taken in closed form (:func:`_recen
 maximises the evidence lower bound over one factor, parameter or block with the others fixed, so the
 bound (computed exactly every iteration, :attr:`ConsensusEstimate.lower_bound`) never decreases; the
 safeguards (``Σ_p`` and ``Σ_T`` at least ``min_variance``, ``ν`` within ``nu_range``) are constraints that
-every update respects. Iterations stop when the relative rise of the bound falls below ``tolerance``,
-or at ``max_iterations``.
+every update respects. Iterations stop when the relative rise of the bound or the mean change of the
+consensus falls below ``tolerance``, or at ``max_iterations``. (The bound can keep rising slowly after the consensus has
+settled: the box's voxels without data are filled with the prior's own mean, an EM over missing values
+that converges at the rate of their share of the box.)
 
 Voxels with and without data
 ----------------------------
@@ -403,7 +405,8 @@ def fit_consensus(values: torch.Tensor, *, robust: bool = True, prior: GaussianB
         Form of ``Σ_p`` (module docstring).
     max_iterations : int
     tolerance : float
-        Stop when the lower bound rises by less than ``tolerance · |lower bound|`` in one iteration.
+        Stop when the lower bound rises by less than ``tolerance · |lower bound|`` in one iteration, or when
+        the consensus moves by less than ``tolerance`` (mean absolute change of ``μ_T̃``, link units).
     min_variance : float
         Floor of every eigenvalue of ``Σ_p`` and of ``Σ_T`` (link units squared), so that precisions stay
         finite when raters agree exactly. Every update is the best one under this constraint, so the
@@ -478,6 +481,7 @@ def fit_consensus(values: torch.Tensor, *, robust: bool = True, prior: GaussianB
         prior_mean = band_of(prior_box["mean"])
 
     history: list[float] = []
+    previous_mean = None
     converged = False
     iteration = 0
     for iteration in range(1, max_iterations + 1):
@@ -567,7 +571,9 @@ def fit_consensus(values: torch.Tensor, *, robust: bool = True, prior: GaussianB
 
         if progress is not None:
             progress(iteration / max_iterations, f"iteration {iteration}: lower bound {bound:.8g}")
-        if len(history) >= 2 and abs(history[-1] - history[-2]) <= tolerance * abs(history[-1]):
+        change = _sum64((mean - previous_mean).abs()) / mean.numel() if previous_mean is not None else math.inf
+        previous_mean = mean
+        if change <= tolerance or (len(history) >= 2 and abs(history[-1] - history[-2]) <= tolerance * abs(history[-1])):
             converged = True
             break
 
