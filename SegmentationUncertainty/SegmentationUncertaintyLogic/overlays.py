@@ -77,6 +77,8 @@ def show_map_overlay(map_volume, *, color_table: str = DEFAULT_COLOR_TABLE, opac
         else:
             display.ApplyThresholdOff()
     slicer.util.setSliceViewerLayers(foreground=map_volume, foregroundOpacity=opacity)
+    # one legend on screen: the overlay's (the previous overlay's legend would otherwise stay beside it)
+    _hide_legends(keep=map_volume if legend else None)
     if legend:
         _show_legend(map_volume, title or map_volume.GetName())
     return display
@@ -113,8 +115,19 @@ def _show_legend(map_volume, title: str):
     return legend
 
 
+def _hide_legends(keep=None) -> None:
+    """Hide the colour legends of every map volume but ``keep``."""
+    import slicer
+
+    for legend in slicer.util.getNodesByClass("vtkMRMLColorLegendDisplayNode"):
+        shown = legend.GetDisplayableNode()
+        if shown is not None and shown is not keep and shown.IsA("vtkMRMLScalarVolumeNode"):
+            legend.SetVisibility(False)
+
+
 def hide_overlay() -> None:
-    """Remove any foreground overlay from the slice views."""
+    """Remove any foreground overlay from the slice views, and its colour legend."""
     import slicer
 
     slicer.util.setSliceViewerLayers(foreground=None)
+    _hide_legends()

@@ -129,5 +129,12 @@ def test_overlay_display(slicer_scene):
                for i in range(node.GetNumberOfDisplayNodes())) == 1
     with pytest.raises(ValueError, match="unknown colour table"):
         logic.showOverlay(node, colorTable="Nope")
+    # another map: its legend replaces the first one's on screen; hiding the overlay hides its legend
+    other = add_volume(values * 2, Geometry((1.0, 1.0, 1.0)), "gamma")
+    logic.showOverlay(other)
+    visible = [n.GetDisplayableNode().GetName() for n in slicer.util.getNodesByClass("vtkMRMLColorLegendDisplayNode")
+               if n.GetVisibility()]
+    assert visible == ["gamma"]
     logic.hideOverlay()
     assert composite.GetForegroundVolumeID() is None
+    assert not any(n.GetVisibility() for n in slicer.util.getNodesByClass("vtkMRMLColorLegendDisplayNode"))

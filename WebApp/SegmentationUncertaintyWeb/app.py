@@ -54,6 +54,10 @@ class SegmentationUncertaintyApp(TrameApp):
         self.panels = [panel_type(self) for panel_type in PANELS]
         self._add_panels()
         self._logic.set_ui(self._ui)
+        # Choosing another 3D preset in trame-slicer's volume panel asks for the volume rendering: show it then.
+        self._preset_key = self._logic._volume_properties_logic.name.preset_3d_name
+        self._preset_3d = self.server.state[self._preset_key]
+        self.server.state.change(self._preset_key)(self._on_preset_3d)
         self.server.state["trame__title"] = TITLE
         self.server.state["trame__favicon"] = None
         self.load_case(case)
@@ -97,6 +101,7 @@ class SegmentationUncertaintyApp(TrameApp):
         self.slicer_app.display_manager.show_volume(self.volume, do_reset_views=True)
         # Same signal as trame-slicer's file loading: the editor takes the scene's segmentation ...
         self._logic._load_files_logic.volume_loaded(self.volume)
+        self.show_volume_rendering(False)
         if panel_open:  # ... and opens itself in the drawer: stay on the panel that loaded the case.
             state[names.active_tool] = panel_open
             state[names.is_drawer_visible] = True
@@ -104,6 +109,25 @@ class SegmentationUncertaintyApp(TrameApp):
         self._ui.layout.flush_content()
         for panel in self.panels:
             panel.reset()
+
+    def show_volume_rendering(self, visible: bool) -> None:
+        """Show or hide the volume rendering of the image in the 3D view (hidden by default).
+
+        Rendered on the CPU (Mesa), one frame of it takes seconds, and trame-rca renders every view in the
+        server's event loop: while it renders, the slice views' new pictures wait unsent, so an overlay
+        change reached the browser seconds late, or only after the next interaction (issue 6).
+        """
+        if self.volume is None:
+            return
+        display = self.slicer_app.volume_rendering.get_vr_display_node(self.volume)
+        if display is not None:
+            display.SetVisibility(visible)
+
+    def _on_preset_3d(self, **kwargs) -> None:
+        preset = kwargs[self._preset_key]
+        if preset != self._preset_3d:  # (not the start-up flush of the default)
+            self._preset_3d = preset
+            self.show_volume_rendering(True)
 
     def panel(self, panel_type):
         return next(p for p in self.panels if isinstance(p, panel_type))
@@ -132,9 +156,10 @@ class SegmentationUncertaintyApp(TrameApp):
         asyncio.ensure_future(action(*args))
 
     def render(self) -> None:
-        """Render every view now and twice more shortly after: a frame pushed while the page is busy may be
-        dropped by the stream, and nothing else would push the new picture before the next interaction."""
-        views = list(self.slicer_app.view_manager.get_views())
+        """Render the slice views now and twice more shortly after, so that the newest picture is the last
+        one sent even if a frame is lost on the way. Only the slice views: an overlay changes nothing in
+        the 3D view, whose displayable managers schedule its own renders when its content changes."""
+        views = list(self.slicer_app.view_manager.get_slice_views())
         loop = asyncio.get_event_loop()
         for delay in (0.0, 0.3, 1.0):
             loop.call_later(delay, lambda: [view.schedule_render() for view in views])

@@ -34,6 +34,7 @@ class FusionPanel:
         self.server = app.server
         self.logic = ConsensusFusionLogic()
         self.outputs: FusionOutputs | None = None
+        self.shown_tau: int | None = None  # the rater whose τ map is overlaid
         state = self.server.state
         init_status(state, P)
         state[f"{P}_sets"] = []
@@ -86,6 +87,7 @@ class FusionPanel:
     def reset(self) -> None:
         """A new case: forget the previous fusion and list the case's rater sets."""
         self.outputs = None
+        self.shown_tau = None
         with self.server.state as state:
             state[f"{P}_summary"], state[f"{P}_rows"], state[f"{P}_tau_raters"], state[f"{P}_files"] = "", [], [], []
             state[f"{P}_tau"] = None
@@ -148,8 +150,11 @@ class FusionPanel:
 
     @guarded(P, new_status=False)
     def choose_tau(self, index: int) -> None:
-        """The user chose a rater (clicking the chosen one again unselects it: no overlay)."""
-        self.show_tau(None if self.server.state[f"{P}_tau"] == index else index)
+        """The user chose a rater (clicking the chosen one again unselects it: no overlay).
+
+        Compared with what is shown, not with ``cf_tau``: the toggle's v-model has already sent the click's
+        new value (the rater, or none when unselecting) by the time the click itself arrives."""
+        self.show_tau(None if self.shown_tau == index else index)
 
     def show_tau(self, index: int | None) -> None:
         """Overlay one rater's τ map on the image (``None``: no overlay)."""
@@ -163,6 +168,7 @@ class FusionPanel:
         raters = self._set_node()
         if raters is not None and raters.GetDisplayNode() is not None:
             raters.GetDisplayNode().SetVisibility(index is None)
+        self.shown_tau = index
         with self.server.state as state:
             state[f"{P}_tau"] = index
         self.app.render()

@@ -68,9 +68,11 @@ class UncertaintyPanel:
                 v3.VBtn("{{ o.title }}", v_for=f"o in {P}_overlays", key="o.value", value=("o.value",),
                         size="small", click=(self.choose_overlay, "[o.value]"))
             v3.VSlider(v_model=(f"{P}_opacity",), min=0, max=1, step=0.05, label="Opacity", density="compact",
-                       hide_details=True, classes="mt-2")
+                       hide_details=True, classes="mt-2", data_testid="su-opacity",
+                       __properties=[("data_testid", "data-testid")])
             v3.VSelect(v_model=(f"{P}_color",), items=(f"{P}_colors",), label="Colour map", density="compact",
-                       hide_details=True, classes="mt-2")
+                       hide_details=True, classes="mt-2", data_testid="su-color",
+                       __properties=[("data_testid", "data-testid")])
             html.Div("Metrics", classes="text-subtitle-2 mt-4", v_show=(f"{P}_metrics.length",))
             table(f"{P}_metrics", [("metric", "Metric"), ("value", "Value")], "su-metrics")
             download_links(f"{P}_files", "su-downloads")
