@@ -158,9 +158,11 @@ def test_gpssi_samples_at_dice_085_and_entropy_overlay(page, screenshot_dir):
     assert abs(measured - 0.85) <= 0.02
     assert "ω0 =" in by_id(page, "gp-omega0").inner_text() and "mm²" in by_id(page, "gp-omega0").inner_text()
     assert page.locator('[data-testid="gp-curve-svg"] polyline').count() == 1
+    by_id(page, "gp-table").locator("tbody tr").nth(19).wait_for(timeout=WORK_TIMEOUT_MS)  # filled just after
     assert by_id(page, "gp-table").locator("tbody tr").count() == 20
     assert by_id(page, "gp-table").locator("thead").inner_text().startswith("Sample")
     links = by_id(page, "gp-downloads").locator("a")
+    links.nth(3).wait_for(timeout=WORK_TIMEOUT_MS)
     assert any(name.endswith(".seg.nrrd") for name in links.all_inner_texts()) and links.count() >= 4
     with_samples = main_view_rgb(page)
     page.screenshot(path=str(screenshot_dir / "gpssi_panel.png"))
@@ -235,9 +237,11 @@ def test_empty_reference_is_refused_then_a_painted_one_is_sampled(page, screensh
     by_id(page, "gp-generate").click()
     assert wait_done(page, "gp", "gp-measured") == ""
     rows = by_id(page, "gp-table").locator("tbody tr")
+    rows.nth(4).wait_for(timeout=WORK_TIMEOUT_MS)  # the table may fill a moment after the summary shows
     assert rows.count() == 5
     dices = [float(rows.nth(i).locator("td").nth(2).inner_text()) for i in range(5)]
     assert min(dices) > 0.6  # samples around the painted reference, not around the ventricles
+    by_id(page, "gp-downloads").locator("a").first.wait_for(timeout=WORK_TIMEOUT_MS)
     names = by_id(page, "gp-downloads").locator("a").all_inner_texts()
     # Named after the new segment (the editor names it Segment_<n>), not after the ventricles.
     assert names and all(re.match(r"Segment_\d+_gpssi_samples", name) for name in names), names
@@ -272,7 +276,9 @@ def test_student_t_fusion_of_raters_and_tau_overlay(page, screenshot_dir):
     summary = by_id(page, "cf-summary").inner_text()
     assert "5 raters fused (student-t)" in summary and "least trusted: outlier" in summary
     rows = by_id(page, "cf-table").locator("tbody tr")
+    rows.nth(4).wait_for(timeout=WORK_TIMEOUT_MS)
     assert rows.count() == 5
+    by_id(page, "cf-downloads").locator("a").nth(5).wait_for(timeout=WORK_TIMEOUT_MS)
     names = by_id(page, "cf-downloads").locator("a").all_inner_texts()
     assert any(n.endswith(".seg.nrrd") for n in names) and sum("tau" in n for n in names) == 5
 
