@@ -267,6 +267,13 @@ class ConsensusFusionLogic:
         outlier = fused.lowest_tau_rater()
         if outlier is not None:
             summary += f"; least trusted: {read.names[outlier]} (relative τ {fused.relative_tau[outlier]:.2f})"
+        floor = fused.parameters.get("min_variance")
+        at_floor = int(np.sum(fused.variance <= floor * (1 + 1e-3))) if floor else 0
+        if at_floor:
+            # the Variance column then shows the floor, not the rater (its spread, outliers aside, is below a
+            # voxel's worth): say so, or the equal values look like a bug
+            who = "every rater's" if at_floor == len(read.names) else f"{at_floor} raters'"
+            summary += f"; {who} variance at the maps' voxel-resolution floor ({floor:.3g})"
         if n_consensus > 1:
             summary += f"; {n_consensus} clusters of raters"
         result.summary = summary

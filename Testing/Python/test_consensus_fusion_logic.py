@@ -44,6 +44,10 @@ def test_student_t_tau_is_low_where_a_rater_is_an_outlier_and_is_shown(hippocamp
     assert min(rows, key=lambda row: row["relative tau"])["rater"] == OUTLIER
     assert all(0 < row["relative tau"] <= 1 for row in rows)
     assert f"least trusted: {OUTLIER}" in out.summary
+    # the variances at the floor of the maps' resolution are reported as such, not as the raters' own
+    floor = out.result.parameters["min_variance"]
+    at_floor = sum(row["variance"] <= floor * (1 + 1e-3) for row in rows)
+    assert (f"variance at the maps' voxel-resolution floor ({floor:.3g})" in out.summary) == (at_floor > 0)
     masks = dict(zip(names, _masks(raters, volume)))
     # The outlier's extra rim: voxels only the outlier includes.
     rim = masks[OUTLIER] & ~np.any([m for name, m in masks.items() if name != OUTLIER], axis=0)
