@@ -1,6 +1,6 @@
 """Network samplers on real MRIs: the GPSSI-annotated training set, the shipped models, the plug-in sampler.
 
-The shipped models (Resources/Models/*_2d.pt) were trained by
+The shipped models (SegmentationUncertainty/Resources/Models/*_2d.pt) were trained by
 ``python -m SegmentationUncertaintyCLI.train_networks train --table docs/networks.md``.
 """
 

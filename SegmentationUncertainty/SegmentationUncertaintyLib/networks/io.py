@@ -120,8 +120,12 @@ class LoadedModel:
 
 
 def shipped_models_dir() -> Path:
-    """``Resources/Models`` of the extension, where the shipped trained models are."""
-    return Path(__file__).resolve().parents[3] / "Resources" / "Models"
+    """``Resources/Models`` of the SegmentationUncertainty module, where the shipped trained models are.
+
+    A module resource, so that Slicer's extension packaging carries it: relative to this file it is at
+    the same place in the source tree (``SegmentationUncertainty/Resources/Models``) and in an installed
+    extension (``qt-scripted-modules/Resources/Models``, beside ``SegmentationUncertaintyLib``)."""
+    return Path(__file__).resolve().parents[2] / "Resources" / "Models"
 
 
 def shipped_model_path(name: str) -> Path:

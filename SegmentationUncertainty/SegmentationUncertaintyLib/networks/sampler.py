@@ -28,7 +28,7 @@ from .unet import crop_to, pad_to_multiple
 
 __all__ = ["NetworkSampler", "SHIPPED_MODELS", "network_sources"]
 
-#: Shipped model (``Resources/Models/<name>.pt``) of each network source.
+#: Shipped model (``SegmentationUncertainty/Resources/Models/<name>.pt``) of each network source.
 SHIPPED_MODELS = {"ssn": "ssn_2d", "phiseg": "phiseg_2d", "prob-unet": "prob_unet_2d", "mc-dropout": "mc_dropout_2d"}
 
 
