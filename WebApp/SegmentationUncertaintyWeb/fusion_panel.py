@@ -18,9 +18,11 @@ P = "cf"
 #: State keys that Fuse reads.
 INPUTS = [f"{P}_{key}" for key in ("selected", "method", "smoothness", "mixture")]
 T = [("data_testid", "data-testid")]
-#: Rater table columns: (key in the logic's table, title in the page).
-COLUMNS = [("rater", "Rater"), ("cluster", "Cluster"), ("bias", "Bias"), ("variance", "Variance"), ("nu", "ν"),
-           ("relative tau", "Rel. τ"), ("Dice to consensus", "Dice"), ("HD95 to consensus (mm)", "HD95 (mm)")]
+#: Rater table columns: (key in the logic's table, title in the page). What a reader compares raters by comes
+#: first, where the narrow drawer shows it; the model's parameters follow (the table scrolls sideways).
+COLUMNS = [("rater", "Rater"), ("relative tau", "Rel. τ"), ("Dice to consensus", "Dice"),
+           ("HD95 to consensus (mm)", "HD95 (mm)"), ("bias", "Bias"), ("variance", "Variance"), ("nu", "ν"),
+           ("cluster", "Cluster")]
 
 
 class FusionPanel:
