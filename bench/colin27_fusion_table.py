@@ -81,7 +81,8 @@ def colin27_table(seeds=(10, 20, 30), structures=STRUCTURES, colin27=None, progr
 def markdown(table: dict) -> str:
     lines = [f"Colin27 AAL structures, {table['n_cases']} cases: 5 GPSSI raters (DICE 0.85), one with a 6 mm "
              f"blob; mean rater Dice to the truth {table['mean_rater_dice']:.4f}",
-             "", "| method | mean Dice | mean HD95 (mm) | best Dice (n) | best HD95 (n) |", "| --- | --- | --- | --- | --- |"]
+             "", "| method | mean Dice | mean HD95 (mm) | best Dice (n) | best HD95 (n) |",
+             "| --- | --- | --- | --- | --- |"]
     for method, row in table["methods"].items():
         lines.append(f"| {method} | {row['mean_dice']:.4f} | {row['mean_hd95_mm']:.3f} | {row['best_dice']} | "
                      f"{row['best_hd95']} |")

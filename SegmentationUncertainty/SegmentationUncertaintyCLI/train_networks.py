@@ -2,9 +2,9 @@
 their model cards, and the results table.
 
     python -m SegmentationUncertaintyCLI.train_networks train [--models unet mc_dropout ssn phiseg prob_unet]
-                                                               [--iterations 600] [--out SegmentationUncertainty/Resources/Models]
-                                                               [--table docs/networks.md]
-    python -m SegmentationUncertaintyCLI.train_networks evaluate [--models ...] [--models-dir SegmentationUncertainty/Resources/Models]
+        [--iterations 600] [--out SegmentationUncertainty/Resources/Models] [--table docs/networks.md]
+    python -m SegmentationUncertaintyCLI.train_networks evaluate [--models ...]
+        [--models-dir SegmentationUncertainty/Resources/Models]
 
 ``train`` builds (or reads from the cache) the 2-D set of
 :func:`SegmentationUncertaintyLib.networks.dataset.build_annotated_slices` (``--dims 3``: the 3-D patches),

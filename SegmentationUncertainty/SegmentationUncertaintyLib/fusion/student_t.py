@@ -42,9 +42,9 @@ maximises the evidence lower bound over one factor, parameter or block with the 
 bound (computed exactly every iteration, :attr:`ConsensusEstimate.lower_bound`) never decreases; the
 safeguards (``Σ_p`` and ``Σ_T`` at least ``min_variance``, ``ν`` within ``nu_range``) are constraints that
 every update respects. Iterations stop when the relative rise of the bound or the mean change of the
-consensus falls below ``tolerance``, or at ``max_iterations``. (The bound can keep rising slowly after the consensus has
-settled: the box's voxels without data are filled with the prior's own mean, an EM over missing values
-that converges at the rate of their share of the box.)
+consensus falls below ``tolerance``, or at ``max_iterations``. (The bound can keep rising slowly after
+the consensus has settled: the box's voxels without data are filled with the prior's own mean, an EM
+over missing values that converges at the rate of their share of the box.)
 
 Voxels with and without data
 ----------------------------
@@ -573,7 +573,8 @@ def fit_consensus(values: torch.Tensor, *, robust: bool = True, prior: GaussianB
             progress(iteration / max_iterations, f"iteration {iteration}: lower bound {bound:.8g}")
         change = _sum64((mean - previous_mean).abs()) / mean.numel() if previous_mean is not None else math.inf
         previous_mean = mean
-        if change <= tolerance or (len(history) >= 2 and abs(history[-1] - history[-2]) <= tolerance * abs(history[-1])):
+        bound_settled = len(history) >= 2 and abs(history[-1] - history[-2]) <= tolerance * abs(history[-1])
+        if change <= tolerance or bound_settled:
             converged = True
             break
 
