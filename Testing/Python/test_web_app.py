@@ -5,9 +5,7 @@ import pytest
 
 from web_harness import app_server, browser_page, coloured_pixels, grey_mri_fraction, screenshot_array
 
-pytestmark = pytest.mark.browser
-
-
+@pytest.mark.browser
 def test_app_shows_the_mri_and_the_coloured_reference(tmp_path, screenshot_dir):
     with app_server() as url, browser_page(tmp_path / "chromium") as page:
         page.goto(url)
@@ -40,3 +38,25 @@ def test_app_shows_the_mri_and_the_coloured_reference(tmp_path, screenshot_dir):
         # Its colour is the segment's (orange: red > green > blue), not a rendering artefact.
         mean = rgb[colour].mean(axis=0)
         assert mean[0] > mean[1] > mean[2]
+
+
+def test_volume_rendering_is_hidden_until_a_3d_preset_is_chosen():
+    """The 3D view starts without volume rendering (rendered on the CPU it holds back the slice views'
+    pictures, issue 6); choosing a 3D preset in trame-slicer's volume panel shows it; loading a case hides
+    it again. Checked on the scene's volume-rendering display node, in the app's own process."""
+    from trame.app import get_server
+
+    from SegmentationUncertaintyWeb.app import SegmentationUncertaintyApp
+
+    server = get_server("volume-rendering-test", client_type="vue3")
+    app = SegmentationUncertaintyApp(server)
+    vr = app.slicer_app.volume_rendering
+    assert not vr.get_vr_display_node(app.volume).GetVisibility()
+    server.state.ready()
+    server.state.flush()                                   # the start-up value of the preset changes nothing
+    assert not vr.get_vr_display_node(app.volume).GetVisibility()
+    server.state[app._preset_key] = "MR-Default"
+    server.state.flush()
+    assert vr.get_vr_display_node(app.volume).GetVisibility()
+    app.load_case(app.case)
+    assert not vr.get_vr_display_node(app.volume).GetVisibility()
