@@ -13,6 +13,7 @@ from slicer.util import VTKObservationMixin
 
 from ConsensusFusionLib.logic import METHODS, FusionOutputs
 from ConsensusFusionLib.logic import ConsensusFusionLogic as FusionLogic
+from SegmentationUncertaintyLib.fusion import DEFAULT_SMOOTHNESS_MM
 from SegmentationUncertaintyLogic.nodes import Cancelled, segment_ids
 from SegmentationUncertaintyLogic.overlays import show_map_overlay
 
@@ -32,7 +33,7 @@ class ConsensusFusion(ScriptedLoadableModule):
 class ConsensusFusionParameterNode:
     inputVolume: vtkMRMLScalarVolumeNode
     method: Annotated[str, Choice(list(METHODS))] = "student-t"
-    smoothness: Annotated[float, WithinRange(0.0, 30.0)] = 5.0
+    smoothness: Annotated[float, WithinRange(0.0, 30.0)] = DEFAULT_SMOOTHNESS_MM
     mixture: bool = False
     outputConsensus: vtkMRMLSegmentationNode
     outputProbability: vtkMRMLScalarVolumeNode

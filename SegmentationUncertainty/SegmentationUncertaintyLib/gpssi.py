@@ -176,7 +176,8 @@ class GPSSISampler(SegmentationSampler):
             self._fields[shape] = SEFieldSampler(shape, self.spacing, self.omega1, rtol=self.rtol, device=self.device)
         return self._fields[shape]
 
-    def _draw(self, seed: int, indices: range) -> np.ndarray:
+    def _sampling_box(self) -> tuple[float, Box | None, torch.Tensor | None]:
+        """``(σ, box, −μ/σ on the box)`` at the current ``ω0``; ``box`` is ``None`` when no voxel can flip."""
         if self._omega0 is None:
             raise ValueError("omega0 is not set: pass omega0=..., assign sampler.omega0, or call calibrate(target_dice)")
         sigma = math.sqrt(self._omega0)
@@ -185,13 +186,44 @@ class GPSSISampler(SegmentationSampler):
             # μ + σ f < 0  ⇔  f < −μ / σ: one comparison per voxel and sample
             threshold = None if box is None else (self._mean[box] / -sigma).contiguous()
             self._threshold = (sigma, box, threshold)
-        _, box, threshold = self._threshold
+        return self._threshold
+
+    def _draw(self, seed: int, indices: range) -> np.ndarray:
+        _, box, threshold = self._sampling_box()
         out = np.empty((len(indices), *self.shape), dtype=bool)
         out[:] = self.reference
         if box is not None:
             fields = self._field_sampler(box)
             inside = torch.lt(fields.fields(fields.cores(seed, indices)), threshold)
             out[(slice(None), *box)] = inside.cpu().numpy()
+        return out
+
+    def level_functions(self, n: int, seed: int = 0, batch_size: int = 8) -> np.ndarray:
+        """The level functions ``φ = μ + ω0^{1/2} f`` (mm) of the first ``n`` samples of ``seed``.
+
+        ``level_functions(n, seed) < 0`` is exactly ``sample(n, seed)``; outside the region of interest
+        ``φ = μ``. A soft version of each sample, e.g. the probability map ``sigmoid(−φ / s)`` with the sample
+        as its 0.5 level: a probabilistic rater whose confidence grows with the distance from its border.
+
+        Returns
+        -------
+        ndarray of float32, (n, *shape)
+        """
+        n, seed, batch_size = self._check_request(n, seed, batch_size)
+        sigma, box, threshold = self._sampling_box()
+        out = np.empty((n, *self.shape), dtype=np.float32)
+        out[:] = self.mean
+        if box is not None:
+            fields = self._field_sampler(box)
+            tiny = torch.finfo(torch.float32).tiny
+            for start in range(0, n, batch_size):
+                indices = range(start, min(n, start + batch_size))
+                f = fields.fields(fields.cores(seed, indices))
+                level = f * sigma + self._mean[box]
+                # the side comes from sample's own comparison, so that rounding never makes them disagree
+                inside = torch.lt(f, threshold)
+                level = torch.where(inside, level.clamp(max=-tiny), level.clamp(min=0.0))
+                out[(slice(start, indices.stop), *box)] = level.cpu().numpy()
         return out
 
     # ------------------------------------------------------------------------------------ calibration

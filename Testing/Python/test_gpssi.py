@@ -74,6 +74,25 @@ def test_samples_are_the_level_function_thresholded_at_zero():
     np.testing.assert_array_equal(np.stack(list(sampler.sample(3, seed=5))), expected)
 
 
+def test_level_functions_are_the_samples_before_thresholding():
+    """``level_functions`` gives ``μ + σ f`` inside the region of interest and ``μ`` outside it, with the
+    samples' sides exactly, whatever the batch size."""
+    spacing = (2.0, 1.0, 1.0)
+    reference = ball((20, 40, 40), spacing, 8.0)
+    sampler = GPSSISampler(reference, spacing=spacing, omega0=2.25)
+    levels = sampler.level_functions(5, seed=3, batch_size=2)
+    assert levels.shape == (5, *reference.shape) and levels.dtype == np.float32
+    np.testing.assert_array_equal(levels < 0, np.stack(list(sampler.sample(5, seed=3))))
+    np.testing.assert_array_equal(levels, sampler.level_functions(5, seed=3))
+    _, box, _ = sampler._sampling_box()
+    outside = np.ones(reference.shape, dtype=bool)
+    outside[box] = False
+    assert outside.any() and np.all(levels[:, outside] == sampler.mean[outside])
+    fields = sampler._field_sampler(box)
+    unit = fields.fields(fields.cores(3, range(5))).numpy()
+    np.testing.assert_allclose(levels[(slice(None), *box)], sampler.mean[box] + 1.5 * unit, atol=1e-5)
+
+
 def test_mean_is_the_euclidean_signed_distance_without_image_and_omega1_defaults_to_equivalent_radius():
     spacing = (2.5, 1.0, 0.8)
     reference = ball((16, 40, 50), spacing, 10.0)
