@@ -206,6 +206,21 @@ def test_resolution_variance_of_a_ramp():
     assert resolution_variance(values, band) == pytest.approx((a ** 2 * 1 + b ** 2 * 4 / 5) * 2 / 24, rel=1e-5)
 
 
+def test_smooth_maps_do_not_collapse_onto_one_rater(truth):
+    """Smooth probability maps lie in the span of the prior's bases: with ``Σ_T`` free to shrink, the fit
+    slides onto one rater (its variance and ``Σ_T`` shrink together while the bound keeps rising). With
+    the default floor of ``Σ_T`` (the variance of the raters' mean) every rater keeps a share."""
+    levels = GPSSISampler(truth, None, omega0=4.0).level_functions(5, seed=0)
+    maps = prepare_raters(1.0 / (1.0 + np.exp(np.clip(levels, -80, 80))), "probability")
+    floored = fuse_maps(maps, "gaussian")
+    free = fuse_maps(maps, "gaussian", fit_options={"min_prior_variance": floored.parameters["min_variance"]})
+    assert np.min(free.variance) < 0.1 * np.median(free.variance)
+    assert np.min(floored.variance) > 0.25 * np.median(floored.variance)
+    assert floored.parameters["prior_variance"] > free.parameters["prior_variance"]
+    assert floored.parameters["converged"]
+    assert dice(floored.mask, truth) > dice(free.mask, truth) + 0.05
+
+
 def test_mask_maps_do_not_collapse_the_rater_variances(gpssi_raters):
     """Masks' maps coincide wherever raters share a border, where the Student-t likelihood grows without
     bound as Σ_p → 0: with a numerical floor the fit drives every σ_p² to it and ν below 1, slowly. The
