@@ -16,6 +16,7 @@ import numpy as np
 
 from SegmentationUncertaintyLib import fusion
 from SegmentationUncertaintyLib.fusion import DEFAULT_SMOOTHNESS_MM
+from SegmentationUncertaintyLib.fusion.links import LINKS
 from SegmentationUncertaintyLogic.nodes import (Cancelled, LogicRun, add_segment, distinct_colors,
                                                 geometry_of_volume, new_or_cleared_segmentation, reference_grid_volume,
                                                 require_output_nodes, require_segment, require_volume, segment_ids,
@@ -155,7 +156,7 @@ class ConsensusFusionLogic:
 
     def fuse(self, raters, imageVolume=None, method: str = "student-t",
              smoothness: float = DEFAULT_SMOOTHNESS_MM, mixture: bool = False, scale: float = 1.0,
-             outputs: FusionOutputs | None = None, progress: Progress | None = None,
+             link: str = "sqrt", outputs: FusionOutputs | None = None, progress: Progress | None = None,
              device: str = "cpu") -> FusionOutputs:
         """Fuse raters into a consensus, with per-rater τ maps and a rater table.
 
@@ -175,6 +176,10 @@ class ConsensusFusionLogic:
             (Student-t and Gaussian only); the table's ``cluster`` says whose.
         scale : float
             Masks' probability width (mm): ``P(inside) = sigmoid(−distance / scale)``.
+        link : {"sqrt", "logit"}
+            Space in which the Student-t and Gaussian methods fuse the maps: square root (Hellinger, the
+            paper's) or logit. For probability volumes (networks' outputs) the logit fuses what a network
+            computes, its logits; bench/colin27_fusion_table.py compares them.
         outputs : FusionOutputs, optional
             Nodes to overwrite (never an input node; lists are reused in order); others are created, named
             after the first rater segmentation ("Raters" for volumes). The same object is returned, filled in.
@@ -197,6 +202,8 @@ class ConsensusFusionLogic:
             raise ValueError(f"smoothness must be a length >= 0 in mm (0: no smoothness prior), got {smoothness}")
         if not (np.isfinite(scale) and scale > 0):
             raise ValueError(f"scale must be a positive length in mm, got {scale}")
+        if link not in LINKS:
+            raise ValueError(f"unknown link {link!r}; choose one of {list(LINKS)}")
         if mixture and method not in ("student-t", "gaussian"):
             raise ValueError(f"the mixture of consensuses needs the Student-t or Gaussian method, not {method!r}")
         if outputs is not None and not isinstance(outputs, FusionOutputs):
@@ -215,7 +222,7 @@ class ConsensusFusionLogic:
         if imageVolume is not None and read.kind == "mask":
             image = np.asarray(slicer.util.arrayFromVolume(imageVolume), dtype=np.float32)
         options = dict(spacing=geometry_of_volume(read.grid).spacing, image=image, kind=read.kind,
-                       names=read.names, scale_mm=float(scale), spatial_prior=smoothness > 0,
+                       names=read.names, scale_mm=float(scale), link=link, spatial_prior=smoothness > 0,
                        smoothness_mm=float(smoothness) if smoothness > 0 else DEFAULT_SMOOTHNESS_MM,
                        progress=lambda f, m: run.report(0.05 + 0.8 * f, f"{method}: {m}"), device=device)
         if mixture:

@@ -128,6 +128,9 @@ def test_probability_volumes_as_raters(hippocampus):
     from SegmentationUncertaintyLib import metrics
 
     assert metrics.dice(probability > 0.5, masks[0]) > 0.9
+    logit = ConsensusFusionLogic().fuse(nodes, volume, method="student-t", link="logit")
+    assert logit.result.parameters["link"] == "logit" and out.result.parameters["link"] == "sqrt"
+    assert metrics.dice(slicer.util.arrayFromVolume(logit.probabilities[0]) > 0.5, masks[0]) > 0.9
 
 
 def test_mixture_separates_a_cluster_of_raters(slicer_scene):
@@ -220,6 +223,7 @@ def test_bad_inputs_raise_before_work_and_leave_the_scene(hippocampus):
         ({"method": "vote"}, "unknown fusion method"),
         ({"smoothness": -1.0}, "smoothness must be"),
         ({"scale": 0.0}, "scale must be"),
+        ({"link": "probit"}, "unknown link 'probit'"),
         ({"method": "staple", "mixture": True}, "needs the Student-t or Gaussian"),
         ({"outputs": FusionOutputs(consensus=raters)}, "is the input node"),
         ({"outputs": FusionOutputs(tau=[volume])}, "is the input node"),
