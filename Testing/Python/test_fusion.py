@@ -176,12 +176,36 @@ def test_identical_raters_give_themselves_and_uniform_tau(truth, method):
 
 
 def test_noisy_copies_of_a_truth(truth, gpssi_raters):
-    """Raters that are noisy copies of a known truth: every fusion is closer to the truth than the average
-    rater, and the Student-t consensus is at least as close as the Gaussian one."""
+    """Raters whose borders are smoothly displaced copies of a known truth (GPSSI, σ = 1 mm): every fusion
+    is closer to the truth than the average rater, and the Student-t consensus is at least as close as the
+    Gaussian one. A vote of five is as good here (6 seeds: majority 0.987, Student-t 0.983): smooth
+    displacements leave the masks nothing more to tell than which side each rater took."""
     scores = {m: dice(fuse(gpssi_raters, m).mask, truth) for m in ("student-t", "gaussian", "majority", "staple")}
     raters = np.mean([dice(r, truth) for r in gpssi_raters])
     assert min(scores.values()) > raters
     assert scores["student-t"] >= scores["gaussian"]
+
+
+def test_speckled_copies_of_a_truth(truth):
+    """Noisy copies whose errors are not smooth: each rater is a GPSSI level function (σ = 1 mm) plus
+    independent noise of 2 mm per voxel, thresholded, so its mask is speckled near the border. The
+    consensus's smoothness prior and continuous weights recover the truth where a vote cannot:
+    Student-t > Gaussian > majority vote > STAPLE (on every seed; in a sweep of the noise over 6 seeds
+    the Student-t consensus beats the vote from 1 mm of noise on, and ties it below). Without the
+    smoothness prior (papers/004: "spatial regularization lead[s] to clearly better results") the
+    Student-t consensus loses 4 points of Dice."""
+    sampler = GPSSISampler(truth, None, omega0=1.0)
+    scores = {m: [] for m in ("student-t", "gaussian", "majority", "staple", "flat")}
+    for seed in range(3):
+        noise = np.random.default_rng(seed).standard_normal((5, *truth.shape)).astype(np.float32)
+        raters = list(sampler.level_functions(5, seed=seed) + 2.0 * noise < 0)
+        for method, values in scores.items():
+            options = {"spatial_prior": False} if method == "flat" else {}
+            values.append(dice(fuse(raters, "student-t" if method == "flat" else method, **options).mask, truth))
+        assert scores["student-t"][-1] > scores["majority"][-1], seed
+    mean = {m: np.mean(v) for m, v in scores.items()}
+    assert mean["student-t"] > mean["gaussian"] > mean["majority"] + 0.02 > mean["staple"] + 0.02
+    assert mean["student-t"] > mean["flat"] + 0.02
 
 
 def test_majority_vote_within_a_few_voxels_of_student_t(truth, gpssi_raters):
