@@ -245,7 +245,9 @@ def _scale_and_degrees_of_freedom(quad: torch.Tensor, nu: np.ndarray, d: int, nu
         for _ in range(12):                             # backtrack until f rises
             nx = np.clip(x + length * step[:, 0], log_low, log_high)
             ny = np.maximum(y + length * step[:, 1], y_low)
-            n_log, _ = sums(nx, ny, False)
+            # the derivatives come with the trial value: a step is nearly always taken, and they are
+            # what the next Newton step needs (one pass over the voxels instead of two)
+            n_log, n_s = sums(nx, ny, True)
             new = value(nx, ny, n_log)
             ok = ~active | (new >= current)
             if ok.all():
@@ -255,10 +257,10 @@ def _scale_and_degrees_of_freedom(quad: torch.Tensor, nu: np.ndarray, d: int, nu
         moved = np.where(ok, np.maximum(np.abs(nx - x), np.abs(ny - y)), 0.0)
         x, y = np.where(ok, nx, x), np.where(ok, ny, y)
         current = np.where(ok, new, current)
+        s_log, s = np.where(ok, n_log, s_log), np.where(ok[None], n_s, s)
         active &= ok & (moved > tolerance)
         if not active.any():
             break
-        s_log, s = sums(x, y, True)
     return np.exp(x), np.exp(y)
 
 
