@@ -3,7 +3,7 @@
 For each of the four structures (left / right hippocampus and thalamus, AAL manual labels on the Colin27
 T1) and each seed, five raters are drawn by GPSSI around the structure (calibrated to an inter-sample
 DICE of 0.85, geodesic mean on the T1); rater 0 gets a 6 mm ball centred just outside the structure's
-border (a local outlier). Two scenarios:
+border (a local outlier). Three scenarios:
 
 * ``masks`` (:func:`outlier_raters`): the raters are the GPSSI samples (binary masks); the continuous
   methods turn them into maps by geodesic distances on the T1.
@@ -12,13 +12,16 @@ border (a local outlier). Two scenarios:
   is certain (0.999) of the structure in the ball. STAPLE and majority vote see the maps' 0.5 levels.
   Besides the defaults, the continuous methods run with the logit link and no spatial prior
   (``"(logit, flat)"``): logits of these maps are the level functions themselves.
+* ``speckled`` (:func:`speckled_raters`): masks of the level functions plus independent noise of
+  ``noise_mm`` per voxel (default 2 mm), so that each rater's border is speckled; the continuous methods
+  run with the image (geodesic maps) and without it (``"(no image)"``, Euclidean maps).
 
 The table gives per method the mean Dice and HD95 (mm) to the structure over all cases, how often it is
 the best, and the mean Dice of the raters themselves. One case is noisy (the ranking of the methods on a
 single case changes with the seed); the means over cases are what the tests read.
 
-Run as ``python bench/colin27_fusion_table.py [n_seeds] [masks|maps]``; prints a Markdown table and a
-final JSON line. :func:`colin27_table` is what ``Testing/Python/test_fusion_real.py`` checks.
+Run as ``python bench/colin27_fusion_table.py [n_seeds] [masks|maps|speckled] [noise_mm]``; prints a
+Markdown table and a final JSON line. :func:`colin27_table` is what ``Testing/Python/test_fusion_real.py`` checks.
 """
 
 from __future__ import annotations
@@ -30,13 +33,17 @@ import numpy as np
 
 STRUCTURES = ("Hippocampus_L", "Hippocampus_R", "Thalamus_L", "Thalamus_R")
 LOGIT_FLAT = {"link": "logit", "spatial_prior": False}
-# method name -> (fuse's method, its options); the continuous ones get the image for masks
+NO_IMAGE = {"image": None}
+# method name -> (fuse's method, its options); the continuous ones get the image for masks unless told not to
 SCENARIOS = {
     "masks": {"student-t": ("student-t", {}), "gaussian": ("gaussian", {}), "staple": ("staple", {}),
               "majority": ("majority", {})},
     "maps": {"student-t": ("student-t", {}), "gaussian": ("gaussian", {}),
              "student-t (logit, flat)": ("student-t", LOGIT_FLAT), "gaussian (logit, flat)": ("gaussian", LOGIT_FLAT),
              "staple": ("staple", {}), "majority": ("majority", {})},
+    "speckled": {"student-t": ("student-t", {}), "gaussian": ("gaussian", {}),
+                 "student-t (no image)": ("student-t", NO_IMAGE), "gaussian (no image)": ("gaussian", NO_IMAGE),
+                 "staple": ("staple", {}), "majority": ("majority", {})},
 }
 METHODS = tuple(SCENARIOS["masks"])
 
@@ -87,8 +94,22 @@ def outlier_maps(truth: np.ndarray, image: np.ndarray, spacing, seed: int, n_rat
     return maps.astype(np.float32), blob
 
 
+def speckled_raters(truth: np.ndarray, image: np.ndarray, spacing, seed: int, noise_mm: float = 2.0,
+                    n_raters: int = 5, target_dice: float = 0.85, ball_mm: float = 6.0):
+    """Masks ``φ_p + noise_mm · ε < 0`` of ``n_raters`` GPSSI level functions ``φ_p`` around ``truth`` with
+    independent standard normal ``ε`` per voxel (drawn with ``seed``); rater 0 with the ball of
+    :func:`outlier_raters`. Returns ``(raters, blob)``."""
+    levels = _sampler(truth, image, spacing, target_dice).level_functions(n_raters, seed=seed)
+    noise = np.random.default_rng(seed).standard_normal(levels.shape).astype(np.float32)
+    raters = list(levels + noise_mm * noise < 0)
+    ball = _border_ball(truth, spacing, seed, ball_mm)
+    blob = ball & ~raters[0]
+    raters[0] = raters[0] | ball
+    return raters, blob
+
+
 def colin27_table(seeds=(10, 20, 30), structures=STRUCTURES, colin27=None, progress=None,
-                  scenario: str = "masks") -> dict:
+                  scenario: str = "masks", noise_mm: float = 2.0) -> dict:
     """Per-method mean Dice and HD95 to the structure over ``structures`` × ``seeds`` cases."""
     from SegmentationUncertaintyLib.fusion import fuse
     from SegmentationUncertaintyLib.metrics import dice, hausdorff95
@@ -105,14 +126,18 @@ def colin27_table(seeds=(10, 20, 30), structures=STRUCTURES, colin27=None, progr
             if scenario == "masks":
                 raters, _ = outlier_raters(truth, image, spacing, seed)
                 rater_masks = raters
+            elif scenario == "speckled":
+                raters, _ = speckled_raters(truth, image, spacing, seed, noise_mm)
+                rater_masks = raters
             else:
                 raters, _ = outlier_maps(truth, image, spacing, seed)
                 rater_masks = raters > 0.5
             rater_dice.append(np.mean([dice(r, truth) for r in rater_masks]))
             for name, (method, options) in methods.items():
                 continuous = method in ("student-t", "gaussian")
-                result = fuse(raters, method, spacing=spacing, kind="mask" if scenario == "masks" else "probability",
-                              image=image if continuous and scenario == "masks" else None, **options)
+                options = {"image": image if continuous and scenario != "maps" else None, **options}
+                result = fuse(raters, method, spacing=spacing, kind="probability" if scenario == "maps" else "mask",
+                              **options)
                 scores[name]["dice"].append(dice(result.mask, truth))
                 scores[name]["hd95"].append(hausdorff95(result.mask, truth, spacing))
             cases.append(f"{structure}/{seed}")
@@ -124,14 +149,15 @@ def colin27_table(seeds=(10, 20, 30), structures=STRUCTURES, colin27=None, progr
                       "best_dice": int(np.sum(dices[i] >= dices.max(axis=0) - 1e-12)),
                       "best_hd95": int(np.sum(distances[i] <= distances.min(axis=0) + 1e-12))}
              for i, method in enumerate(methods)}
-    return {"scenario": scenario, "n_cases": len(cases), "cases": cases, "methods": table,
-            "mean_rater_dice": float(np.mean(rater_dice)),
+    return {"scenario": scenario, "noise_mm": noise_mm if scenario == "speckled" else None, "n_cases": len(cases),
+            "cases": cases, "methods": table, "mean_rater_dice": float(np.mean(rater_dice)),
             "per_case": {m: {k: [round(float(v), 5) for v in values] for k, values in scores[m].items()}
                          for m in methods}}
 
 
 def markdown(table: dict) -> str:
-    raters = "masks" if table["scenario"] == "masks" else "probability maps (sigmoid of the level functions)"
+    raters = {"masks": "masks", "maps": "probability maps (sigmoid of the level functions)",
+              "speckled": f"masks speckled by {table['noise_mm']} mm of noise per voxel"}[table["scenario"]]
     lines = [f"Colin27 AAL structures, {table['n_cases']} cases: 5 GPSSI raters' {raters} (DICE 0.85), one with "
              f"a 6 mm blob; mean rater Dice to the truth {table['mean_rater_dice']:.4f}",
              "", "| method | mean Dice | mean HD95 (mm) | best Dice (n) | best HD95 (n) |",
@@ -147,7 +173,8 @@ if __name__ == "__main__":
     scenario = sys.argv[2] if len(sys.argv) > 2 else "masks"
     if scenario not in SCENARIOS:
         sys.exit(f"scenario must be one of {tuple(SCENARIOS)}, got {scenario!r}")
-    result = colin27_table(seeds=tuple(10 * (i + 1) for i in range(count)), scenario=scenario,
+    noise = float(sys.argv[3]) if len(sys.argv) > 3 else 2.0
+    result = colin27_table(seeds=tuple(10 * (i + 1) for i in range(count)), scenario=scenario, noise_mm=noise,
                            progress=lambda i, n, name: print(f"\r{i}/{n} {name}", end="", file=sys.stderr, flush=True))
     print(file=sys.stderr)
     print(markdown(result))
