@@ -193,7 +193,7 @@ def test_speckled_copies_of_a_truth(truth):
     Student-t > Gaussian > majority vote > STAPLE (on every seed; in a sweep of the noise over 6 seeds
     the Student-t consensus beats the vote from 1 mm of noise on, and ties it below). Without the
     smoothness prior (papers/004: "spatial regularization lead[s] to clearly better results") the
-    Student-t consensus loses 4 points of Dice."""
+    Student-t consensus loses about 4.5 points of Dice (three seeds: 0.946 against 0.901)."""
     sampler = GPSSISampler(truth, None, omega0=1.0)
     scores = {m: [] for m in ("student-t", "gaussian", "majority", "staple", "flat")}
     for seed in range(3):

@@ -40,11 +40,12 @@ iterations: ``q(τ)`` and ``ν`` are maximised jointly, together with the scale 
 shift of the biases against the consensus is taken in closed form (:func:`_recentre`). Each step
 maximises the evidence lower bound over one factor, parameter or block with the others fixed, so the
 bound (computed exactly every iteration, :attr:`ConsensusEstimate.lower_bound`) never decreases; the
-safeguards (``Σ_p`` at least ``min_variance``, ``Σ_T`` at least the variance of the raters' mean, ``ν`` within
-``nu_range``) are constraints that every update respects. Iterations stop when the relative rise of the bound or the mean change of the
-consensus falls below ``tolerance``, or at ``max_iterations``. (The bound can keep rising slowly after
-the consensus has settled: the box's voxels without data are filled with the prior's own mean, an EM
-over missing values that converges at the rate of their share of the box.)
+safeguards (``Σ_p`` at least ``min_variance``, ``Σ_T`` at least the variance of the raters' mean, ``ν``
+within ``nu_range``) are constraints that every update respects. Iterations stop when the relative rise
+of the bound or the mean change of the consensus falls below ``tolerance``, or at ``max_iterations``.
+(The bound can keep rising slowly after the consensus has settled: the box's voxels without data are
+filled with the prior's own mean, an EM over missing values that converges at the rate of their share of
+the box.)
 
 The floor of ``Σ_T``
 --------------------
@@ -423,9 +424,9 @@ def fit_consensus(values: torch.Tensor, *, robust: bool = True, prior: GaussianB
         Stop when the lower bound rises by less than ``tolerance · |lower bound|`` in one iteration, or when
         the consensus moves by less than ``tolerance`` (mean absolute change of ``μ_T̃``, link units).
     min_variance : float
-        Floor of every eigenvalue of ``Σ_p`` and of ``Σ_T`` (link units squared), so that precisions stay
-        finite when raters agree exactly. Every update is the best one under this constraint, so the
-        bound still never decreases.
+        Floor of every eigenvalue of ``Σ_p`` (link units squared), so that precisions stay finite when
+        raters agree exactly. Every update is the best one under this constraint (and that of ``Σ_T``), so
+        the bound still never decreases.
     min_prior_variance : float, optional
         Floor of ``Σ_T``; default ``max(min_variance, σ̄² / P)`` (module docstring, "The floor of Σ_T").
     nu_range : (float, float)
