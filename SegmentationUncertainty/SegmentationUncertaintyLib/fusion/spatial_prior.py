@@ -99,6 +99,10 @@ class GaussianBasisPrior:
             lam = np.multiply.outer(lam, more)
         #: Eigenvalues of ``ΦᵀΦ`` as a float64 array of the basis-grid shape ``(L_z, L_y, L_x)``.
         self.eigenvalues = torch.as_tensor(lam, dtype=torch.float64, device=device)
+        # Each product contracts one axis at a time; its cost is the current tensor's size times L_a, so
+        # the axes that shrink the tensor most (smallest L_a / n_a) go first in a projection, last in an
+        # expansion (with bases closer than the slices, L_z > n_z).
+        self._project_order = sorted(range(len(self.shape)), key=lambda a: self.factors[a].shape[1] / self.shape[a])
         self._ones_coefficients = self.project(torch.ones((1, *self.shape), dtype=dtype, device=device))[0].to(
             torch.float64)
 
@@ -111,20 +115,29 @@ class GaussianBasisPrior:
     def grid_shape(self) -> tuple[int, ...]:
         return tuple(self.eigenvalues.shape)
 
+    @staticmethod
+    def _along(values: torch.Tensor, axis: int, matrix: torch.Tensor) -> torch.Tensor:
+        """``values`` with its axis ``axis`` (length ``m``) replaced by ``Σ_i values[…, i, …] matrix[i, j]``
+        (``matrix``: ``(m, k)``), as matrix products on views (no transposed copy of ``values``)."""
+        shape = values.shape
+        before, after = math.prod(shape[:axis]), math.prod(shape[axis + 1:])
+        if after == 1:
+            out = values.reshape(before, shape[axis]) @ matrix
+        else:
+            out = torch.matmul(matrix.T, values.reshape(before, shape[axis], after))
+        return out.reshape(*shape[:axis], matrix.shape[1], *shape[axis + 1:])
+
     def project(self, values: torch.Tensor) -> torch.Tensor:
         """``(ΦU)ᵀ x``: ``(d, *shape)`` → ``(d, L_z, L_y, L_x)`` eigen-coordinates."""
-        out = values
-        for factor in self.factors:
-            # contracting axis 1 each time moves the new basis axis last: after all axes, (d, L_z, L_y, L_x)
-            out = torch.tensordot(out, factor, dims=([1], [0]))
-        return out
+        for axis in self._project_order:
+            values = self._along(values, 1 + axis, self.factors[axis])
+        return values
 
     def expand(self, coefficients: torch.Tensor) -> torch.Tensor:
         """``(ΦU) c``: ``(d, L_z, L_y, L_x)`` eigen-coordinates → ``(d, *shape)`` voxel values."""
-        out = coefficients
-        for factor in self.factors:
-            out = torch.tensordot(out, factor, dims=([1], [1]))
-        return out
+        for axis in reversed(self._project_order):
+            coefficients = self._along(coefficients, 1 + axis, self.factors[axis].T)
+        return coefficients
 
     def posterior(self, consensus_mean: torch.Tensor, prior_variance: float, alpha: float) -> dict:
         """``q(W)`` and the intercept given ``μ_T̃`` (``(d, *shape)``), ``Σ_T`` and ``α`` (supplementary 1.1).
@@ -132,7 +145,9 @@ class GaussianBasisPrior:
         The prior mean is ``w_0 + Φ μ_W`` with a per-coordinate intercept ``w_0`` (flat prior, point
         estimate; see :class:`GaussianBasisPrior`). ``w_0`` and ``μ_W`` maximise the bound jointly:
         with ``u = Σ_W Φᵀ 1 / Σ_T`` (the ridge fit of a constant) and ``g = 1 − Φu``,
-        ``w_0 = ⟨g, μ_T̃⟩ / ⟨g, 1⟩`` and ``μ_W = Σ_W Φᵀ (μ_T̃ − w_0) / Σ_T``.
+        ``w_0 = ⟨g, μ_T̃⟩ / ⟨g, 1⟩`` and ``μ_W = Σ_W Φᵀ (μ_T̃ − w_0) / Σ_T``. Both inner products are taken in
+        the eigen-coordinates (``⟨Φu, x⟩ = Σ_l (s_l / Σ_T) c_l(1) c_l(x)``), so one projection and one
+        expansion are all the per-voxel work.
 
         Returns a dict with ``mean`` (``w_0 + Φ μ_W``, ``(d, *shape)``), ``intercept`` (``w_0``, ``(d,)``),
         ``sum_s`` (``Tr Σ_W``), ``sum_lambda_s`` (``Tr(ΦᵀΦ Σ_W)``), ``weights_sq`` (``Σ_k ‖μ_{W_k}‖²``) and
@@ -141,18 +156,22 @@ class GaussianBasisPrior:
         d = consensus_mean.shape[0]
         dtype = consensus_mean.dtype
         s = 1.0 / (self.eigenvalues / prior_variance + alpha)
-        fitted_one = self.expand((self._ones_coefficients * (s / prior_variance)).to(dtype)[None])[0]
-        gap = (1.0 - fitted_one).reshape(1, -1)
-        flat = consensus_mean.reshape(d, -1)
-        intercept = (flat * gap).sum(dim=1, dtype=torch.float64) / float(gap.sum(dtype=torch.float64))
-        centred = consensus_mean - intercept.to(dtype).reshape(d, *([1] * len(self.shape)))
-        weights = self.project(centred).to(torch.float64) * (s / prior_variance)
-        mean = self.expand(weights.to(dtype)) + intercept.to(dtype).reshape(d, *([1] * len(self.shape)))
+        gain = s / prior_variance                                                   # Uᵀ Σ_W Φᵀ = gain ⊙ (ΦU)ᵀ
+        ones = self._ones_coefficients
+        coefficients = self.project(consensus_mean)                                  # (ΦU)ᵀ μ_T̃
+        # the two inner products with g nearly cancel (the ridge fits a constant well inside the box): in
+        # float64 on the coefficients; the per-voxel sum in the fit's precision (pairwise summation)
+        totals = consensus_mean.reshape(d, -1).sum(dim=1).to(torch.float64)
+        gap_total = float(np.prod(self.shape)) - float((gain * ones.square()).sum())        # ⟨g, 1⟩
+        intercept = (totals - coefficients.reshape(d, -1).to(torch.float64) @ (gain * ones).reshape(-1)) / gap_total
+        shape = (d, *([1] * len(self.shape)))
+        weights = (coefficients - intercept.to(dtype).reshape(shape) * ones.to(dtype)).mul_(gain.to(dtype))
+        mean = self.expand(weights) + intercept.to(dtype).reshape(shape)
         return {
             "mean": mean,
             "intercept": intercept,
             "sum_s": float(s.sum()),
             "sum_lambda_s": float((self.eigenvalues * s).sum()),
-            "weights_sq": float(weights.square().sum()),
+            "weights_sq": float(weights.square().sum(dtype=torch.float64)),
             "log_det": float(torch.log(s).sum()),
         }
