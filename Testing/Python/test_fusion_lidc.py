@@ -4,19 +4,14 @@ to the test log."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "lidc_fusion_table.py"
+import bench_scripts
 
 
 @pytest.fixture(scope="module")
 def table():
-    spec = importlib.util.spec_from_file_location("lidc_fusion_table", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = bench_scripts.load("lidc_fusion_table")
     result = module.lidc_table(30)
     print("\n" + module.markdown(result))
     return result

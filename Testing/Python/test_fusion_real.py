@@ -5,9 +5,6 @@ masks and as probability maps, comes from bench/colin27_fusion_table.py."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
@@ -17,10 +14,9 @@ from SegmentationUncertaintyLib.fusion import fuse
 from SegmentationUncertaintyLib.geodesic import signed_euclidean_distance
 from SegmentationUncertaintyLib.metrics import dice, hausdorff95
 
-SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "colin27_fusion_table.py"
-_spec = importlib.util.spec_from_file_location("colin27_fusion_table", SCRIPT)
-table_script = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(table_script)
+import bench_scripts
+
+table_script = bench_scripts.load("colin27_fusion_table")
 
 METHODS = table_script.METHODS
 
