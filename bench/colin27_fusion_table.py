@@ -109,8 +109,9 @@ def speckled_raters(truth: np.ndarray, image: np.ndarray, spacing, seed: int, no
 
 
 def colin27_table(seeds=(10, 20, 30), structures=STRUCTURES, colin27=None, progress=None,
-                  scenario: str = "masks", noise_mm: float = 2.0) -> dict:
-    """Per-method mean Dice and HD95 to the structure over ``structures`` × ``seeds`` cases."""
+                  scenario: str = "masks", noise_mm: float = 2.0, options: dict | None = None) -> dict:
+    """Per-method mean Dice and HD95 to the structure over ``structures`` × ``seeds`` cases; ``options``
+    (e.g. ``{"smoothness_mm": 4.0}``) go to every Student-t and Gaussian fusion."""
     from SegmentationUncertaintyLib.fusion import fuse
     from SegmentationUncertaintyLib.metrics import dice, hausdorff95
     from SegmentationUncertaintyLib.sample_data import load_colin27
@@ -133,11 +134,12 @@ def colin27_table(seeds=(10, 20, 30), structures=STRUCTURES, colin27=None, progr
                 raters, _ = outlier_maps(truth, image, spacing, seed)
                 rater_masks = raters > 0.5
             rater_dice.append(np.mean([dice(r, truth) for r in rater_masks]))
-            for name, (method, options) in methods.items():
+            for name, (method, method_options) in methods.items():
                 continuous = method in ("student-t", "gaussian")
-                options = {"image": image if continuous and scenario != "maps" else None, **options}
+                method_options = {"image": image if continuous and scenario != "maps" else None,
+                                  **((options or {}) if continuous else {}), **method_options}
                 result = fuse(raters, method, spacing=spacing, kind="probability" if scenario == "maps" else "mask",
-                              **options)
+                              **method_options)
                 scores[name]["dice"].append(dice(result.mask, truth))
                 scores[name]["hd95"].append(hausdorff95(result.mask, truth, spacing))
             cases.append(f"{structure}/{seed}")

@@ -23,6 +23,8 @@ from SegmentationUncertaintyLib.fusion.student_t import fit_consensus, solve_deg
 from SegmentationUncertaintyLib.gpssi import GPSSISampler
 from SegmentationUncertaintyLib.metrics import dice
 
+import bench_scripts
+
 SHAPE = (20, 30, 30)
 
 
@@ -178,7 +180,7 @@ def test_identical_raters_give_themselves_and_uniform_tau(truth, method):
 def test_noisy_copies_of_a_truth(truth, gpssi_raters):
     """Raters whose borders are smoothly displaced copies of a known truth (GPSSI, σ = 1 mm): every fusion
     is closer to the truth than the average rater, and the Student-t consensus is at least as close as the
-    Gaussian one. A vote of five is as good here (6 seeds: majority 0.987, Student-t 0.983): smooth
+    Gaussian one. A vote of five is as good here (6 seeds: majority 0.987, Student-t 0.984): smooth
     displacements leave the masks nothing more to tell than which side each rater took."""
     scores = {m: dice(fuse(gpssi_raters, m).mask, truth) for m in ("student-t", "gaussian", "majority", "staple")}
     raters = np.mean([dice(r, truth) for r in gpssi_raters])
@@ -186,14 +188,28 @@ def test_noisy_copies_of_a_truth(truth, gpssi_raters):
     assert scores["student-t"] >= scores["gaussian"]
 
 
+@pytest.mark.parametrize("method", ["student-t", "gaussian"])
+def test_small_structures_keep_their_size(method):
+    """Three masks of a ball of radius 4.5–6 mm (a small lesion) that agree within 1 mm: the consensus is
+    the middle one, as the vote is. The default smoothness prior must not pull the border inwards (with
+    4 mm bases the Student-t consensus kept 84–93 % of the volume; ``bench/smoothness_scale.py``)."""
+    script = bench_scripts.load("smoothness_scale")
+    for radius in script.BALL_RADII_MM:
+        raters = script.shifted_balls(radius)
+        mask = fuse(raters, method).mask
+        assert abs(mask.sum() / raters[1].sum() - 1) < 0.02, radius
+        assert dice(mask, raters[1]) > 0.98, radius
+
+
 def test_speckled_copies_of_a_truth(truth):
     """Noisy copies whose errors are not smooth: each rater is a GPSSI level function (σ = 1 mm) plus
     independent noise of 2 mm per voxel, thresholded, so its mask is speckled near the border. The
     consensus's smoothness prior and continuous weights recover the truth where a vote cannot:
     Student-t > Gaussian > majority vote > STAPLE (on every seed; in a sweep of the noise over 6 seeds
-    the Student-t consensus beats the vote from 1 mm of noise on, and ties it below). Without the
-    smoothness prior (papers/004: "spatial regularization lead[s] to clearly better results") the
-    Student-t consensus loses about 4.5 points of Dice (three seeds: 0.946 against 0.901)."""
+    the Student-t consensus beats the vote on every seed from 1 mm of noise on, on 5 of 6 at 0.5 mm,
+    and ties it without noise, 0.984 against 0.987). Without the smoothness prior (papers/004: "spatial
+    regularization lead[s] to clearly better results") the Student-t consensus loses about 5 points of
+    Dice (three seeds: 0.954 against 0.901)."""
     sampler = GPSSISampler(truth, None, omega0=1.0)
     scores = {m: [] for m in ("student-t", "gaussian", "majority", "staple", "flat")}
     for seed in range(3):
@@ -204,6 +220,7 @@ def test_speckled_copies_of_a_truth(truth):
             values.append(dice(fuse(raters, "student-t" if method == "flat" else method, **options).mask, truth))
         assert scores["student-t"][-1] > scores["majority"][-1], seed
     mean = {m: np.mean(v) for m, v in scores.items()}
+    print("\nspeckled copies, mean Dice over 3 seeds: " + ", ".join(f"{m} {v:.3f}" for m, v in mean.items()))
     assert mean["student-t"] > mean["gaussian"] > mean["majority"] + 0.02 > mean["staple"] + 0.02
     assert mean["student-t"] > mean["flat"] + 0.02
 
@@ -247,9 +264,9 @@ def test_smooth_maps_do_not_collapse_onto_one_rater(truth):
 
 def test_mask_maps_do_not_collapse_the_rater_variances(gpssi_raters):
     """Masks' maps coincide wherever raters share a border, where the Student-t likelihood grows without
-    bound as Σ_p → 0: with a numerical floor the fit drives every σ_p² to it and ν below 1, slowly. The
-    default floor, the maps' own resolution (``resolution_variance``), keeps ν a tail parameter and
-    converges in fewer iterations."""
+    bound as Σ_p → 0: with a numerical floor the fit drives every σ_p² to it and ν below 1. The default
+    floor, the maps' own resolution (``resolution_variance``), keeps ν a tail parameter, converges no
+    slower (with 4 mm bases: in fewer iterations) and gives the same consensus."""
     maps = prepare_raters(gpssi_raters, "mask")
     resolved = fuse_maps(maps, "student-t")
     collapsed = fuse_maps(maps, "student-t", fit_options={"min_variance": 1e-6})
@@ -259,7 +276,7 @@ def test_mask_maps_do_not_collapse_the_rater_variances(gpssi_raters):
     assert np.all(resolved.nu > 1.0) and np.all(collapsed.nu < 1.0)
     assert np.all(collapsed.variance < 1e-5)
     assert resolved.parameters["converged"]
-    assert resolved.parameters["n_iterations"] < collapsed.parameters["n_iterations"]
+    assert resolved.parameters["n_iterations"] <= collapsed.parameters["n_iterations"]
     assert dice(resolved.mask, collapsed.mask) > 0.99
 
 

@@ -31,6 +31,13 @@ standard deviation of each Gaussian in mm (default: equal to the spacing, so tha
 overlap and sums of them are smooth). Larger spacing and width give a smoother prior mean and so a
 smoother consensus where the raters leave it uncertain (the paper's Fig. 1c).
 
+Smoothness has a price at curved borders: like a blur of width ``w``, the fit of a structure of radius
+``R`` has its half level inside the structure, by about ``w²/R`` (mean-curvature motion), and more once
+``w`` nears ``R``. Where the raters disagree the consensus is pulled there; the Student-t consensus,
+which down-weights raters that stray from it, can follow the fit all the way. Hence the default of
+:mod:`.consensus` (2 mm, twice a mask map's scale), which lets the prior follow the raters' maps as
+sharply as they change.
+
 The intercept (our addition)
 ----------------------------
 The prior mean is ``w_0 + W Φ_n`` with an unpenalised intercept ``w_0 ∈ R^d`` (a flat prior, estimated
@@ -101,7 +108,7 @@ class GaussianBasisPrior:
         self.eigenvalues = torch.as_tensor(lam, dtype=torch.float64, device=device)
         # Each product contracts one axis at a time; its cost is the current tensor's size times L_a, so
         # the axes that shrink the tensor most (smallest L_a / n_a) go first in a projection, last in an
-        # expansion (with bases closer than the slices, L_z > n_z).
+        # expansion (with 2 mm bases on 2.5 mm slices, L_z > n_z).
         self._project_order = sorted(range(len(self.shape)), key=lambda a: self.factors[a].shape[1] / self.shape[a])
         self._ones_coefficients = self.project(torch.ones((1, *self.shape), dtype=dtype, device=device))[0].to(
             torch.float64)
