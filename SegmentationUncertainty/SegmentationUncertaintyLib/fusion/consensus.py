@@ -41,7 +41,7 @@ mask's map passes from 0.27 to 0.73, so that the prior can follow the raters' ma
 change. Wider bases pull a curved border inwards (:mod:`.spatial_prior`), and the Student-t consensus
 follows them where the raters disagree. ``python bench/smoothness_scale.py 0 2 3 4`` measures it; with
 4 mm and 2 mm bases: three masks of a ball of radius 4.5–6 mm shifted by −1, 0 and +1 mm (1 mm voxels)
-give a consensus with 91 % and 100 % of the middle ball's volume; 30 LIDC nodules fused from their
+give a consensus with 91 % and 100 % of the middle ball's volume on average; 30 LIDC nodules fused from their
 radiologists, Dice to their ≥ 50 % vote 0.922 and 0.947; the Colin27 masks table 0.9632 and 0.9626;
 its speckled raters (4 mm of noise) 0.910 and 0.921. A user who wants a smoother consensus of a large
 structure raises ``smoothness_mm``.

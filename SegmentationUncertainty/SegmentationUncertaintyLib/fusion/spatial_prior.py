@@ -110,8 +110,10 @@ class GaussianBasisPrior:
         # the axes that shrink the tensor most (smallest L_a / n_a) go first in a projection, last in an
         # expansion (with 2 mm bases on 2.5 mm slices, L_z > n_z).
         self._project_order = sorted(range(len(self.shape)), key=lambda a: self.factors[a].shape[1] / self.shape[a])
-        self._ones_coefficients = self.project(torch.ones((1, *self.shape), dtype=dtype, device=device))[0].to(
-            torch.float64)
+        ones = self.project(torch.ones((1, *self.shape), dtype=dtype, device=device))[0]
+        #: ``(ΦU)ᵀ 1`` in the fit's precision and in float64, and its square (the intercept's products).
+        self._ones, self._ones64 = ones, ones.to(torch.float64)
+        self._ones64_squared = self._ones64.square()
 
     @property
     def n_bases(self) -> int:
@@ -164,15 +166,15 @@ class GaussianBasisPrior:
         dtype = consensus_mean.dtype
         s = 1.0 / (self.eigenvalues / prior_variance + alpha)
         gain = s / prior_variance                                                   # Uᵀ Σ_W Φᵀ = gain ⊙ (ΦU)ᵀ
-        ones = self._ones_coefficients
         coefficients = self.project(consensus_mean)                                  # (ΦU)ᵀ μ_T̃
         # the two inner products with g nearly cancel (the ridge fits a constant well inside the box): in
         # float64 on the coefficients; the per-voxel sum in the fit's precision (pairwise summation)
         totals = consensus_mean.reshape(d, -1).sum(dim=1).to(torch.float64)
-        gap_total = float(np.prod(self.shape)) - float((gain * ones.square()).sum())        # ⟨g, 1⟩
-        intercept = (totals - coefficients.reshape(d, -1).to(torch.float64) @ (gain * ones).reshape(-1)) / gap_total
+        gap_total = float(np.prod(self.shape)) - float((gain * self._ones64_squared).sum())     # ⟨g, 1⟩
+        fitted = coefficients.reshape(d, -1).to(torch.float64) @ (gain * self._ones64).reshape(-1)
+        intercept = (totals - fitted) / gap_total
         shape = (d, *([1] * len(self.shape)))
-        weights = (coefficients - intercept.to(dtype).reshape(shape) * ones.to(dtype)).mul_(gain.to(dtype))
+        weights = (coefficients - intercept.to(dtype).reshape(shape) * self._ones.to(dtype)).mul_(gain.to(dtype))
         mean = self.expand(weights) + intercept.to(dtype).reshape(shape)
         return {
             "mean": mean,
