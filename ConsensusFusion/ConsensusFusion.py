@@ -14,6 +14,7 @@ from slicer.util import VTKObservationMixin
 from ConsensusFusionLib.logic import METHODS, FusionOutputs
 from ConsensusFusionLib.logic import ConsensusFusionLogic as FusionLogic
 from SegmentationUncertaintyLib.fusion import DEFAULT_SMOOTHNESS_MM
+from SegmentationUncertaintyLib.fusion.links import LINKS
 from SegmentationUncertaintyLogic.nodes import Cancelled, segment_ids
 from SegmentationUncertaintyLogic.overlays import show_map_overlay
 
@@ -34,6 +35,7 @@ class ConsensusFusionParameterNode:
     inputVolume: vtkMRMLScalarVolumeNode
     method: Annotated[str, Choice(list(METHODS))] = "student-t"
     smoothness: Annotated[float, WithinRange(0.0, 30.0)] = DEFAULT_SMOOTHNESS_MM
+    link: Annotated[str, Choice(list(LINKS))] = "sqrt"
     mixture: bool = False
     outputConsensus: vtkMRMLSegmentationNode
     outputProbability: vtkMRMLScalarVolumeNode
@@ -97,6 +99,7 @@ class ConsensusFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def updateGuiState(self, caller=None, event=None) -> None:
         robust = self._parameterNode.method in ("student-t", "gaussian")
         self.ui.smoothnessSlider.enabled = robust
+        self.ui.linkComboBox.enabled = robust
         self.ui.mixtureCheckBox.enabled = robust
         self.ui.fuseButton.enabled = not self.ui.cancelButton.enabled
 
@@ -139,7 +142,8 @@ class ConsensusFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                         tau=list(self.outputs.tau) if self.outputs else [])
                 try:
                     self.outputs = self.logic.fuse(self.checkedRaters(), p.inputVolume, method=p.method,
-                                                   smoothness=p.smoothness, mixture=p.mixture, outputs=outputs,
+                                                   smoothness=p.smoothness, link=p.link, mixture=p.mixture,
+                                                   outputs=outputs,
                                                    progress=self.onProgress)
                 except Cancelled:
                     self.ui.statusLabel.text = _("Cancelled: the new output nodes were removed.")
