@@ -5,8 +5,8 @@ Case: the smooth irregular blob of ``bench_geodesic.py`` (spacing (2.5, 1, 1) mm
 samples around it (ω0 = 4 mm², Euclidean mean), one of them with a 9 mm blob added (a local outlier).
 Every method gets the raters' masks; the continuous ones turn them into probability maps themselves
 (Euclidean signed distances), so their times include that. Keys added to ``results``: ``student_t_s``,
-``gaussian_s``, ``staple_s``, ``majority_s`` (best of ``repeats``), their ratios to STAPLE
-(``student_t_over_staple``, ...), and each method's Dice to the blob (``*_dice``).
+``gaussian_s``, ``staple_s``, ``majority_s`` (best of ``rounds``; each round times every method once, in turn),
+their ratios to STAPLE (``student_t_over_staple``, ...), and each method's Dice to the blob (``*_dice``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from timing import best_time  # noqa: E402
+from timing import best_times  # noqa: E402
 
 N_RATERS = 7
 
@@ -43,7 +43,7 @@ def make_raters(seed: int = 1):
 
 
 
-def run(results: dict, repeats: int = 2) -> None:
+def run(results: dict, rounds: int = 3) -> None:
     import torch
 
     from SegmentationUncertaintyLib.fusion import fuse
@@ -58,9 +58,10 @@ def run(results: dict, repeats: int = 2) -> None:
         truth, raters, spacing = make_raters()
         stack = np.stack(raters)
         methods = {"student_t": "student-t", "gaussian": "gaussian", "staple": "staple", "majority": "majority"}
+        timed = best_times({key: (lambda m=method: fuse(stack, m, spacing=spacing)) for key, method in methods.items()},
+                           rounds)
         rows = []
-        for key, method in methods.items():
-            seconds, result = best_time(lambda: fuse(stack, method, spacing=spacing), repeats)
+        for key, (seconds, result) in timed.items():
             results[f"{key}_s"] = round(seconds, 4)
             results[f"{key}_dice"] = round(dice(result.mask, truth), 5)
             rows.append((key, seconds, results[f"{key}_dice"], result.parameters.get("n_iterations")))

@@ -4,7 +4,7 @@ least disturbed run)."""
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 
 def best_time(function: Callable[[], Any], repeats: int) -> tuple[float, Any]:
@@ -15,3 +15,14 @@ def best_time(function: Callable[[], Any], repeats: int) -> tuple[float, Any]:
         out = function()
         best = min(best, time.perf_counter() - start)
     return best, out
+
+
+def best_times(functions: Mapping[str, Callable[[], Any]], rounds: int) -> dict[str, tuple[float, Any]]:
+    """:func:`best_time` of several functions timed in turn, one call of each per round: a change in the
+    machine's load during the run then reaches every function alike, and their ratios stay fair."""
+    best: dict[str, tuple[float, Any]] = {name: (float("inf"), None) for name in functions}
+    for _ in range(rounds):
+        for name, function in functions.items():
+            seconds, out = best_time(function, 1)
+            best[name] = (min(best[name][0], seconds), out)
+    return best
