@@ -70,7 +70,8 @@ def run(results: dict, rounds: int = 3) -> None:
         print(f"fusion of {N_RATERS} raters, {truth.shape} voxels, spacing {spacing} mm (torch threads: 1)")
         print(f"{'method':12s} {'time s':>8s} {'/ STAPLE':>9s} {'Dice':>8s} {'iterations':>11s}")
         for key, seconds, score, iterations in rows:
-            print(f"{key:12s} {seconds:8.3f} {results[f'{key}_over_staple']:9.2f} {score:8.4f} {str(iterations or ''):>11s}")
+            ratio = results[f"{key}_over_staple"]
+            print(f"{key:12s} {seconds:8.3f} {ratio:9.2f} {score:8.4f} {str(iterations or ''):>11s}")
     finally:
         torch.set_num_threads(threads)
 

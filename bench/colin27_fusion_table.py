@@ -15,12 +15,14 @@ border (a local outlier). Three scenarios:
 * ``speckled`` (:func:`speckled_raters`): masks of the level functions plus independent noise of
   ``noise_mm`` per voxel (default 2 mm), so that each rater's border is speckled; the continuous methods
   run with the image (geodesic maps) and without it (``"(no image)"``, Euclidean maps).
+* ``clean``: the ``masks`` scenario without the ball (no outlier), to tell what the outlier costs each method
+  from what the raters' masks allow them.
 
 The table gives per method the mean Dice and HD95 (mm) to the structure over all cases, how often it is
 the best, and the mean Dice of the raters themselves. One case is noisy (the ranking of the methods on a
 single case changes with the seed); the means over cases are what the tests read.
 
-Run as ``python bench/colin27_fusion_table.py [n_seeds] [masks|maps|speckled] [noise_mm]``; prints a
+Run as ``python bench/colin27_fusion_table.py [n_seeds] [masks|maps|speckled|clean] [noise_mm]``; prints a
 Markdown table and a final JSON line. :func:`colin27_table` is what ``Testing/Python/test_fusion_real.py`` checks.
 """
 
@@ -45,6 +47,7 @@ SCENARIOS = {
                  "student-t (no image)": ("student-t", NO_IMAGE), "gaussian (no image)": ("gaussian", NO_IMAGE),
                  "staple": ("staple", {}), "majority": ("majority", {})},
 }
+SCENARIOS["clean"] = SCENARIOS["masks"]
 METHODS = tuple(SCENARIOS["masks"])
 
 
@@ -124,8 +127,8 @@ def colin27_table(seeds=(10, 20, 30), structures=STRUCTURES, colin27=None, progr
         case = colin27.crop(8.0, structures=[structure])
         truth, image, spacing = case.masks[structure], case.image, case.spacing
         for seed in seeds:
-            if scenario == "masks":
-                raters, _ = outlier_raters(truth, image, spacing, seed)
+            if scenario in ("masks", "clean"):
+                raters, _ = outlier_raters(truth, image, spacing, seed, ball_mm=6.0 if scenario == "masks" else 0.0)
                 rater_masks = raters
             elif scenario == "speckled":
                 raters, _ = speckled_raters(truth, image, spacing, seed, noise_mm)
@@ -158,10 +161,11 @@ def colin27_table(seeds=(10, 20, 30), structures=STRUCTURES, colin27=None, progr
 
 
 def markdown(table: dict) -> str:
-    raters = {"masks": "masks", "maps": "probability maps (sigmoid of the level functions)",
+    raters = {"masks": "masks", "clean": "masks", "maps": "probability maps (sigmoid of the level functions)",
               "speckled": f"masks speckled by {table['noise_mm']} mm of noise per voxel"}[table["scenario"]]
-    lines = [f"Colin27 AAL structures, {table['n_cases']} cases: 5 GPSSI raters' {raters} (DICE 0.85), one with "
-             f"a 6 mm blob; mean rater Dice to the truth {table['mean_rater_dice']:.4f}",
+    outlier = "no outlier" if table["scenario"] == "clean" else "one with a 6 mm blob"
+    lines = [f"Colin27 AAL structures, {table['n_cases']} cases: 5 GPSSI raters' {raters} (DICE 0.85), {outlier}; "
+             f"mean rater Dice to the truth {table['mean_rater_dice']:.4f}",
              "", "| method | mean Dice | mean HD95 (mm) | best Dice (n) | best HD95 (n) |",
              "| --- | --- | --- | --- | --- |"]
     for method, row in table["methods"].items():
