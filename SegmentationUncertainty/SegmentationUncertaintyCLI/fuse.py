@@ -15,7 +15,7 @@ writes into the output folder:
 ``tau_<rater>.nrrd``       each rater's τ map (Student-t): low where it was an outlier
 ``raters.csv``             per rater: cluster, bias, variance, ν, mean τ, Dice and HD95 to the consensus
 ``figure.png``             a slice with the raters (thin), the consensus (thick) and the region of
-                           lowest τ of the most outlying rater (red)
+                           lowest τ of the most outlying rater (red), oriented as Slicer's axial view
 ``summary.json``           options, parameters and per-rater table
 =========================  ====================================================================
 
@@ -37,7 +37,7 @@ from typing import Sequence
 import numpy as np
 
 from SegmentationUncertaintyLib.fusion import DEFAULT_SMOOTHNESS_MM, METHODS, FusionResult, fuse, fuse_mixture
-from SegmentationUncertaintyLib.geometry import Geometry
+from SegmentationUncertaintyLib.geometry import Geometry, slice_view
 
 from .io import read_image, read_segmentation, run_command, write_map, write_segmentation
 
@@ -119,7 +119,8 @@ def read_raters(paths: Sequence[str], *, segment: str | None = None, probabiliti
 
 
 def write_figure(path: str, result: FusionResult, geometry: Geometry, image: np.ndarray | None) -> dict:
-    """PNG of one axial slice: raters (thin), consensus (thick), lowest-τ region of the most outlying rater."""
+    """PNG of one slice, drawn as Slicer draws it (:func:`~SegmentationUncertaintyLib.geometry.slice_view`):
+    raters (thin), consensus (thick), lowest-τ region of the most outlying rater."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -128,6 +129,7 @@ def write_figure(path: str, result: FusionResult, geometry: Geometry, image: np.
     from SegmentationUncertaintyCLI.io import distinct_colors
 
     mask = result.mask
+    view = slice_view(geometry, mask.shape)
     outlier = result.lowest_tau_rater()
     region = None
     if outlier is not None:
@@ -139,31 +141,30 @@ def write_figure(path: str, result: FusionResult, geometry: Geometry, image: np.
         region &= (result.rater_labels[outlier] > 0) ^ mask      # where it disagrees with the consensus
         if not region.any():
             region = None
-    score = (region if region is not None else mask).reshape(mask.shape[0], -1).sum(axis=1)
-    k = int(np.argmax(score))
-    sy, sx = geometry.spacing[1:]
-    extent = (0, mask.shape[2] * sx, mask.shape[1] * sy, 0)
+    k = int(np.argmax(view.slice_sums(region if region is not None else mask)))
+    extent = view.extent(mask.shape)
+    consensus = view.image(mask, k)
     figure, axis = plt.subplots(figsize=(7, 6.5), constrained_layout=True)
-    background = image[k] if image is not None else np.zeros(mask.shape[1:])
+    background = view.image(image, k) if image is not None else np.zeros(consensus.shape)
     axis.imshow(background, cmap="gray", extent=extent, interpolation="nearest")
     for p, color in enumerate(distinct_colors(result.n_raters)):
-        rater = result.rater_labels[p, k] > 0
+        rater = view.image(result.rater_labels[p] > 0, k)
         if rater.any() and not rater.all():
             axis.contour(rater.astype(float), levels=[0.5], colors=[color], linewidths=0.9, extent=extent,
                          origin="upper")
-    if mask[k].any() and not mask[k].all():
-        axis.contour(mask[k].astype(float), levels=[0.5], colors=["white"], linewidths=2.4, extent=extent,
+    if consensus.any() and not consensus.all():
+        axis.contour(consensus.astype(float), levels=[0.5], colors=["white"], linewidths=2.4, extent=extent,
                      origin="upper")
-    if region is not None and region[k].any():
-        overlay = np.zeros((*mask.shape[1:], 4))
-        overlay[region[k]] = (1.0, 0.1, 0.1, 0.6)
+    if region is not None and view.image(region, k).any():
+        overlay = np.zeros((*consensus.shape, 4))
+        overlay[view.image(region, k)] = (1.0, 0.1, 0.1, 0.6)
         axis.imshow(overlay, extent=extent, interpolation="nearest")
     title = f"{result.method}: consensus (white), {result.n_raters} raters (thin), slice {k}"
     if region is not None:
         title += f"\nlowest τ of {result.rater_names[outlier]} (red)"
     axis.set_title(title)
-    axis.set_xlabel("x (mm)")
-    axis.set_ylabel("y (mm)")
+    axis.set_xlabel(f"{view.column_label} (mm)")
+    axis.set_ylabel(f"{view.row_label} (mm)")
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return {"slice": k, "outlier": None if outlier is None else result.rater_names[outlier]}

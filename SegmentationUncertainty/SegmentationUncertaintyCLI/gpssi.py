@@ -12,8 +12,8 @@ samples' mean pairwise Dice is 0.85, draws 40 samples and writes into ``out/``:
 ``frequency.nrrd``       fraction of the samples containing each voxel
 ``entropy.nrrd``         binary entropy (bits) of that frequency
 ``dice_curve.csv``       mean pairwise Dice against ω0 (GPSSI only): ``omega0,dice,stderr``
-``preview.png``          the slice where the reference is largest: reference and sample contours,
-                         and the frequency map
+``preview.png``          the axial slice where the reference is largest (oriented as in Slicer):
+                         reference and sample contours, and the frequency map
 ``summary.json``         parameters (ω0, ω1, γ, ...), the samples' mean pairwise Dice and volumes
 =======================  ======================================================================
 
@@ -32,7 +32,7 @@ from typing import Sequence
 
 import numpy as np
 
-from SegmentationUncertaintyLib.geometry import Geometry
+from SegmentationUncertaintyLib.geometry import Geometry, slice_view
 from SegmentationUncertaintyLib.metrics import SampleStatistics, coefficient_of_variation, mean_pairwise_dice
 from SegmentationUncertaintyLib.samplers import SOURCES, SegmentationSampler, create_sampler
 
@@ -98,33 +98,35 @@ def _check_arguments(args: argparse.Namespace) -> None:
 
 def write_preview(path: str, image: np.ndarray, reference: np.ndarray, samples: np.ndarray, frequency: np.ndarray,
                   geometry: Geometry, title: str) -> None:
-    """PNG of the axial slice where the reference is largest: image with reference (red) and sample
-    (orange) contours, and the frequency map."""
+    """PNG of the slice where the reference is largest, drawn as Slicer draws it
+    (:func:`~SegmentationUncertaintyLib.geometry.slice_view`): image with reference (red) and sample (orange)
+    contours, and the frequency map."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    k = int(np.argmax(reference.reshape(reference.shape[0], -1).sum(axis=1)))
-    sy, sx = geometry.spacing[1:]
-    extent = (0, reference.shape[2] * sx, reference.shape[1] * sy, 0)
+    view = slice_view(geometry, reference.shape)
+    k = int(np.argmax(view.slice_sums(reference)))
+    extent = view.extent(reference.shape)
+    outline = view.image(reference, k).astype(float)
     figure, axes = plt.subplots(1, 2, figsize=(11, 5.2), constrained_layout=True)
-    axes[0].imshow(image[k], cmap="gray", extent=extent, interpolation="nearest")
-    for sample in samples[:, k]:
-        if sample.any() and not sample.all():
-            axes[0].contour(sample.astype(float), levels=[0.5], colors=["#ff9a1f"], linewidths=0.7, extent=extent,
+    axes[0].imshow(view.image(image, k), cmap="gray", extent=extent, interpolation="nearest")
+    for sample in samples:
+        picture = view.image(sample, k)
+        if picture.any() and not picture.all():
+            axes[0].contour(picture.astype(float), levels=[0.5], colors=["#ff9a1f"], linewidths=0.7, extent=extent,
                             origin="upper")
-    axes[0].contour(reference[k].astype(float), levels=[0.5], colors=["#e8112d"], linewidths=1.8, extent=extent,
-                    origin="upper")
+    axes[0].contour(outline, levels=[0.5], colors=["#e8112d"], linewidths=1.8, extent=extent, origin="upper")
     axes[0].set_title(f"reference (red) and {len(samples)} samples (orange), slice {k}")
-    shown = axes[1].imshow(frequency[k], cmap="magma", vmin=0, vmax=1, extent=extent, interpolation="nearest")
-    axes[1].contour(reference[k].astype(float), levels=[0.5], colors=["#33c4ff"], linewidths=1.2, extent=extent,
-                    origin="upper")
+    shown = axes[1].imshow(view.image(frequency, k), cmap="magma", vmin=0, vmax=1, extent=extent,
+                           interpolation="nearest")
+    axes[1].contour(outline, levels=[0.5], colors=["#33c4ff"], linewidths=1.2, extent=extent, origin="upper")
     axes[1].set_title("frequency of the samples (reference in blue)")
     figure.colorbar(shown, ax=axes[1], shrink=0.8)
     for axis in axes:
-        axis.set_xlabel("x (mm)")
-        axis.set_ylabel("y (mm)")
+        axis.set_xlabel(f"{view.column_label} (mm)")
+        axis.set_ylabel(f"{view.row_label} (mm)")
     figure.suptitle(title)
     figure.savefig(path, dpi=110)
     plt.close(figure)
