@@ -42,6 +42,8 @@ from SegmentationUncertaintyLib.geometry import Geometry, slice_view
 from .io import read_image, read_segmentation, run_command, write_map, write_segmentation
 
 PROGRAM = "fuse"
+#: Margin (mm) around the raters in the figure, which is zoomed on them.
+ZOOM_MARGIN_MM = 15.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -119,12 +121,14 @@ def read_raters(paths: Sequence[str], *, segment: str | None = None, probabiliti
 
 
 def write_figure(path: str, result: FusionResult, geometry: Geometry, image: np.ndarray | None) -> dict:
-    """PNG of one slice, drawn as Slicer draws it (:func:`~SegmentationUncertaintyLib.geometry.slice_view`):
-    raters (thin), consensus (thick), lowest-τ region of the most outlying rater."""
+    """PNG of one slice, drawn as Slicer draws it (:func:`~SegmentationUncertaintyLib.geometry.slice_view`) and
+    zoomed on the raters: raters (thin), consensus (thick), lowest-τ region of the most outlying rater."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
 
     from SegmentationUncertaintyCLI.io import distinct_colors
 
@@ -144,25 +148,33 @@ def write_figure(path: str, result: FusionResult, geometry: Geometry, image: np.
     k = int(np.argmax(view.slice_sums(region if region is not None else mask)))
     extent = view.extent(mask.shape)
     consensus = view.image(mask, k)
-    figure, axis = plt.subplots(figsize=(7, 6.5), constrained_layout=True)
+    raters = [view.image(result.rater_labels[p] > 0, k) for p in range(result.n_raters)]
+    figure, axis = plt.subplots(figsize=(7.5, 6.5), constrained_layout=True)
     background = view.image(image, k) if image is not None else np.zeros(consensus.shape)
     axis.imshow(background, cmap="gray", extent=extent, interpolation="nearest")
-    for p, color in enumerate(distinct_colors(result.n_raters)):
-        rater = view.image(result.rater_labels[p] > 0, k)
+    handles = []
+    for rater, name, color in zip(raters, result.rater_names, distinct_colors(result.n_raters)):
         if rater.any() and not rater.all():
-            axis.contour(rater.astype(float), levels=[0.5], colors=[color], linewidths=0.9, extent=extent,
+            axis.contour(rater.astype(float), levels=[0.5], colors=[color], linewidths=1.0, extent=extent,
                          origin="upper")
+        handles.append(Line2D([], [], color=color, linewidth=1.0, label=name))
     if consensus.any() and not consensus.all():
-        axis.contour(consensus.astype(float), levels=[0.5], colors=["white"], linewidths=2.4, extent=extent,
-                     origin="upper")
+        # a dark halo keeps the white line visible on white matter as on fluid
+        for color, width in (("black", 3.6), ("white", 2.0)):
+            axis.contour(consensus.astype(float), levels=[0.5], colors=[color], linewidths=width, extent=extent,
+                         origin="upper")
+    handles.append(Line2D([], [], color="white", linewidth=2.0, label="consensus"))
     if region is not None and view.image(region, k).any():
         overlay = np.zeros((*consensus.shape, 4))
         overlay[view.image(region, k)] = (1.0, 0.1, 0.1, 0.6)
         axis.imshow(overlay, extent=extent, interpolation="nearest")
-    title = f"{result.method}: consensus (white), {result.n_raters} raters (thin), slice {k}"
-    if region is not None:
-        title += f"\nlowest τ of {result.rater_names[outlier]} (red)"
-    axis.set_title(title)
+        handles.append(Patch(color=(1.0, 0.1, 0.1, 0.6), label=f"lowest τ of {result.rater_names[outlier]}"))
+    xlim, ylim = view.zoom(np.logical_or.reduce([consensus, *raters]), ZOOM_MARGIN_MM)
+    axis.set_xlim(*xlim)
+    axis.set_ylim(*ylim)
+    axis.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small",
+                facecolor="0.35", labelcolor="white", framealpha=1.0)
+    axis.set_title(f"{result.method} consensus of {result.n_raters} raters, slice {k}")
     axis.set_xlabel(f"{view.column_label} (mm)")
     axis.set_ylabel(f"{view.row_label} (mm)")
     figure.savefig(path, dpi=110)

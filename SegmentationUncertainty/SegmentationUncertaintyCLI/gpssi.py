@@ -39,6 +39,8 @@ from SegmentationUncertaintyLib.samplers import SOURCES, SegmentationSampler, cr
 from .io import read_image, read_segmentation, run_command, write_map, write_segmentation
 
 PROGRAM = "gpssi"
+#: Margin (mm) around the samples in the preview, which is zoomed on them.
+ZOOM_MARGIN_MM = 15.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,8 +101,8 @@ def _check_arguments(args: argparse.Namespace) -> None:
 def write_preview(path: str, image: np.ndarray, reference: np.ndarray, samples: np.ndarray, frequency: np.ndarray,
                   geometry: Geometry, title: str) -> None:
     """PNG of the slice where the reference is largest, drawn as Slicer draws it
-    (:func:`~SegmentationUncertaintyLib.geometry.slice_view`): image with reference (red) and sample (orange)
-    contours, and the frequency map."""
+    (:func:`~SegmentationUncertaintyLib.geometry.slice_view`) and zoomed on the samples: image with reference
+    (red) and sample (orange) contours, and the frequency map."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -124,7 +126,10 @@ def write_preview(path: str, image: np.ndarray, reference: np.ndarray, samples: 
     axes[1].contour(outline, levels=[0.5], colors=["#33c4ff"], linewidths=1.2, extent=extent, origin="upper")
     axes[1].set_title("frequency of the samples (reference in blue)")
     figure.colorbar(shown, ax=axes[1], shrink=0.8)
+    xlim, ylim = view.zoom((outline > 0) | (view.image(frequency, k) > 0), ZOOM_MARGIN_MM)
     for axis in axes:
+        axis.set_xlim(*xlim)
+        axis.set_ylim(*ylim)
         axis.set_xlabel(f"{view.column_label} (mm)")
         axis.set_ylabel(f"{view.row_label} (mm)")
     figure.suptitle(title)

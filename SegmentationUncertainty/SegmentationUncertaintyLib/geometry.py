@@ -128,6 +128,19 @@ class SliceView:
         rows, columns = volume_shape[self.row_axis], volume_shape[self.column_axis]
         return 0.0, columns * self.column_spacing, rows * self.row_spacing, 0.0
 
+    def zoom(self, picture: np.ndarray, margin_mm: float) -> tuple[tuple[float, float], tuple[float, float]]:
+        """``(xlim, ylim)`` in the mm of :meth:`extent` around the true pixels of ``picture`` (a picture from
+        :meth:`image`) with ``margin_mm`` on each side, within the picture; all of it when none is true."""
+        height, width = picture.shape[0] * self.row_spacing, picture.shape[1] * self.column_spacing
+        rows, columns = np.nonzero(picture)
+        if rows.size == 0:
+            return (0.0, width), (height, 0.0)
+        left = max(0.0, columns.min() * self.column_spacing - margin_mm)
+        right = min(width, (columns.max() + 1) * self.column_spacing + margin_mm)
+        top = max(0.0, rows.min() * self.row_spacing - margin_mm)
+        bottom = min(height, (rows.max() + 1) * self.row_spacing + margin_mm)
+        return (left, right), (bottom, top)
+
 
 _R, _A, _S = 0, 1, 2
 _ACROSS = {_R: "right → left", _A: "anterior → posterior", _S: "superior → inferior"}

@@ -174,3 +174,12 @@ def test_segmentation_io_round_trip_keeps_geometry_names_colours_and_overlaps(tm
     assert back.select("b") is back.segments[1] and back.select(0) is back.segments[0]
     with pytest.raises(ValueError, match="bad geometry|Geometry"):
         write_segmentation(tmp_path / "y.seg.nrrd", [a], geometry=(1, 1, 1))
+
+
+def test_sample_data_command_reports_an_unwritable_folder(tmp_path, capsys):
+    from SegmentationUncertaintyCLI.sample_data import main as sample_data_main
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    assert sample_data_main([str(blocker / "sample")]) == 2
+    assert "error: cannot write the results" in capsys.readouterr().err

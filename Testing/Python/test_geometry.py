@@ -101,3 +101,13 @@ def test_the_same_anatomy_stored_in_two_orders_gives_the_same_pictures():
     assert np.allclose(a.slice_sums(volume), b.slice_sums(flipped), rtol=1e-12)
     for k in range(shape[0]):
         assert np.array_equal(a.image(volume, k), b.image(flipped, k))
+
+
+def test_zoom_frames_the_structure_with_its_margin_inside_the_picture():
+    view = slice_view(Geometry(spacing=(2.0, 0.5, 1.0)), (3, 40, 30))
+    picture = np.zeros((40, 30), dtype=bool)
+    picture[10:20, 5:8] = True                     # rows 10-19 (0.5 mm), columns 5-7 (1 mm)
+    (left, right), (bottom, top) = view.zoom(picture, 3.0)
+    assert (left, right) == (2.0, 11.0) and (bottom, top) == (13.0, 2.0)
+    # the margin stops at the picture's border, and an empty picture is shown whole
+    assert view.zoom(picture, 50.0) == ((0.0, 30.0), (20.0, 0.0)) == view.zoom(np.zeros_like(picture), 3.0)

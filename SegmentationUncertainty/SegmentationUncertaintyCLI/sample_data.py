@@ -1,0 +1,78 @@
+"""``segmentation-uncertainty-sample-data``: the bundled sample cases as files, to try the command-line tools on.
+
+Example::
+
+    segmentation-uncertainty-sample-data sample/
+
+writes into ``sample/`` (from data installed offline: :mod:`SegmentationUncertaintyLib.sample_data`):
+
+====================================  ===============================================================
+``mni152_t1.nrrd``                    MNI ICBM152 2009a T1 (1 mm)
+``mni152_ventricles.seg.nrrd``        its lateral ventricles (segment ``lateral_ventricles``)
+``mni152_ventricle_raters.seg.nrrd``  five raters of the ventricles, one of them an outlier
+``colin27_t1.nrrd``                   Colin27 T1 (1 mm)
+``colin27_aal.seg.nrrd``              AAL structures: ``Hippocampus_L``, ``Hippocampus_R``, ``Thalamus_L``,
+                                      ``Thalamus_R``
+====================================  ===============================================================
+
+Exits with status 2 and a message saying what to install when a data package is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Sequence
+
+from SegmentationUncertaintyLib import sample_data
+
+from .io import run_command, write_map, write_segmentation
+
+PROGRAM = "segmentation-uncertainty-sample-data"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROGRAM, description="Write the bundled sample cases (MNI152 and "
+                                     "Colin27 T1 MRIs with reference segmentations and raters) as NRRD files.")
+    parser.add_argument("output", help="output folder (created if needed)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="do not list the files written")
+    return parser
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Write the files of :func:`main`; returns ``{"files": [...]}`` (paths)."""
+    try:
+        mni, raters = sample_data.load_mni152(), sample_data.load_mni152_ventricle_raters()
+        colin = sample_data.load_colin27()
+    except sample_data.SampleDataNotInstalledError as error:
+        raise ValueError(str(error)) from None
+    os.makedirs(args.output, exist_ok=True)
+    files = []
+
+    def path(name: str) -> str:
+        files.append(os.path.join(args.output, name))
+        return files[-1]
+
+    write_map(path("mni152_t1.nrrd"), mni.image, mni.geometry)
+    write_segmentation(path("mni152_ventricles.seg.nrrd"), list(mni.masks.values()), mni.geometry,
+                       names=list(mni.masks))
+    write_segmentation(path("mni152_ventricle_raters.seg.nrrd"), list(raters.masks.values()), raters.geometry,
+                       names=list(raters.masks))
+    write_map(path("colin27_t1.nrrd"), colin.image, colin.geometry)
+    write_segmentation(path("colin27_aal.seg.nrrd"), list(colin.masks.values()), colin.geometry,
+                       names=list(colin.masks))
+    return {"files": files}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit status (0, or 2 for a missing data package)."""
+    args = build_parser().parse_args(argv)
+    status, summary = run_command(PROGRAM, run, args)
+    if status == 0 and not args.quiet:
+        print("\n".join(summary["files"]))
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
