@@ -18,9 +18,10 @@ from SegmentationUncertaintyLib import fusion
 from SegmentationUncertaintyLib.fusion import DEFAULT_SMOOTHNESS_MM
 from SegmentationUncertaintyLib.fusion.links import LINKS
 from SegmentationUncertaintyLogic.nodes import (Cancelled, LogicRun, add_segment, distinct_colors,
-                                                geometry_of_volume, new_or_cleared_segmentation, reference_grid_volume,
-                                                require_output_nodes, require_segment, require_volume, segment_ids,
-                                                segment_mask, update_or_add_volume, write_table)
+                                                geometry_of_volume, mark_probability_map, new_or_cleared_segmentation,
+                                                reference_grid_volume, require_output_nodes, require_segment,
+                                                require_volume, segment_ids, segment_mask, update_or_add_volume,
+                                                write_table)
 
 #: ``progress(fraction, message)``; returning ``False`` (not merely a falsy value) cancels the work.
 Progress = Callable[[float, str], object]
@@ -138,6 +139,8 @@ class ConsensusFusionLogic:
                                      "probabilities")
                 arrays.append(array)
             names = [node.GetName() for node in volumes]
+            if len(set(names)) != len(names):
+                names = [f"{name} ({index + 1})" for index, name in enumerate(names)]
             return _Raters(np.stack(arrays), "probability", names, volumes, grid, "Raters")
 
         grid = imageVolume or reference_grid_volume(segments[0][0])
@@ -260,6 +263,8 @@ class ConsensusFusionLogic:
             for index, (title, array) in enumerate(maps_list):
                 existing = nodes[index] if index < len(nodes) else None
                 node = update_or_add_volume(np.asarray(array, dtype=np.float32), grid, title, existing)
+                if name == "probabilities":
+                    mark_probability_map(node, "consensus")
                 if existing is None:
                     run.created_node(node)
                     nodes.append(node)

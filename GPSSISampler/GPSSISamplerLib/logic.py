@@ -19,7 +19,7 @@ from SegmentationUncertaintyLib import metrics
 from SegmentationUncertaintyLib.gpssi import check_target_dice
 from SegmentationUncertaintyLib.samplers import SOURCES, check_seed, create_sampler
 from SegmentationUncertaintyLogic.nodes import (Cancelled, LogicRun, add_segment, distinct_colors,
-                                                geometry_of_volume, new_or_cleared_segmentation,
+                                                geometry_of_volume, mark_probability_map, new_or_cleared_segmentation,
                                                 require_output_nodes, require_segment, require_volume, segment_mask,
                                                 update_or_add_volume, write_table)
 
@@ -314,10 +314,11 @@ class GPSSISamplerLogic:
             run.report(0.2 + 0.7 * (index + 1) / numberOfSamples, f"Sample {index + 1}/{numberOfSamples}")
 
         result.measuredDice = metrics.mean_pairwise_dice(stack.array())
-        run.output(result, "frequency", lambda node: update_or_add_volume(
-            stats.frequency, imageVolume, f"{name} frequency", node))
+        # named after the source too: the frequency maps of several samplers are raters of a fusion
+        run.output(result, "frequency", lambda node: mark_probability_map(update_or_add_volume(
+            stats.frequency, imageVolume, f"{name} {source} frequency", node), "samples"))
         run.output(result, "entropy", lambda node: update_or_add_volume(
-            stats.entropy, imageVolume, f"{name} entropy", node))
+            stats.entropy, imageVolume, f"{name} {source} entropy", node))
         if getattr(model, "mean", None) is not None:
             run.output(result, "meanLevel", lambda node: update_or_add_volume(
                 model.mean, imageVolume, f"{name} mean level (mm)", node))

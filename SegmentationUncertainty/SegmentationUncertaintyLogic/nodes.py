@@ -133,6 +133,24 @@ def update_or_add_volume(array: np.ndarray, reference_volume, name: str, node=No
     return node
 
 
+#: Node attribute of a volume of structure probabilities in [0, 1] made by the modules: ``"samples"`` for a
+#: sampler's frequency map (a probabilistic rater: e.g. a network's), ``"consensus"`` for a fusion's consensus.
+PROBABILITY_MAP_ATTRIBUTE = "SegmentationUncertainty.ProbabilityMap"
+
+
+def mark_probability_map(volume_node, origin: str):
+    """Mark ``volume_node`` as a probability map of ``origin`` (:data:`PROBABILITY_MAP_ATTRIBUTE`); returns it."""
+    volume_node.SetAttribute(PROBABILITY_MAP_ATTRIBUTE, origin)
+    return volume_node
+
+
+def probability_maps(scene) -> list:
+    """The scene's volumes marked by :func:`mark_probability_map`, in the order they were added."""
+    nodes = [scene.GetNthNodeByClass(i, "vtkMRMLScalarVolumeNode")
+             for i in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode"))]
+    return [node for node in nodes if node.GetAttribute(PROBABILITY_MAP_ATTRIBUTE)]
+
+
 def write_table(columns: Mapping[str, Sequence], name: str, node=None):
     """Fill a table node (new, or the one passed) with named columns of numbers or strings."""
     import slicer

@@ -133,6 +133,38 @@ def test_probability_volumes_as_raters(hippocampus):
     assert metrics.dice(slicer.util.arrayFromVolume(logit.probabilities[0]) > 0.5, masks[0]) > 0.9
 
 
+def test_samplers_frequency_maps_are_offered_and_fused_as_probabilistic_raters(hippocampus):
+    """Each sampler's frequency map is a probabilistic rater (a network's, say): marked as a probability map,
+    named after its source, and fused as such; the consensus's own map is marked as a consensus."""
+    import slicer
+
+    from GPSSISamplerLib.logic import GPSSISamplerLogic
+    from SegmentationUncertaintyLogic.nodes import PROBABILITY_MAP_ATTRIBUTE, probability_maps
+
+    volume, raters = hippocampus
+    reference = segment_ids(raters)[0]
+    sampler = GPSSISamplerLogic()
+    runs = [sampler.generate(volume, raters, reference, source=source, numberOfSamples=5, seed=1)
+            for source in ("logodds", "staple-icm", "logodds")]
+    maps = probability_maps(slicer.mrmlScene)
+    assert maps == [run.frequency for run in runs]
+    assert all(node.GetAttribute(PROBABILITY_MAP_ATTRIBUTE) == "samples" for node in maps)
+    assert [node.GetName() for node in maps] == [f"{raters.GetSegmentation().GetSegment(reference).GetName()} "
+                                                 f"{source} frequency" for source in ("logodds", "staple-icm", "logodds")]
+    out = ConsensusFusionLogic().fuse(maps, volume, method="student-t", link="logit")
+    # the two runs of one source have one name: the table tells them apart
+    names = [row["rater"] for row in table_rows(out.raterTable)]
+    assert names == [f"{node.GetName()} ({i + 1})" for i, node in enumerate(maps)] and len(set(names)) == 3
+    assert out.probabilities[0].GetAttribute(PROBABILITY_MAP_ATTRIBUTE) == "consensus"
+    assert probability_maps(slicer.mrmlScene) == [*maps, out.probabilities[0]]
+    assert all(node.GetAttribute(PROBABILITY_MAP_ATTRIBUTE) is None for node in out.tau)
+    from SegmentationUncertaintyLib import metrics
+
+    frequencies = np.mean([slicer.util.arrayFromVolume(node) for node in maps], axis=0)
+    consensus = slicer.util.arrayFromVolume(out.probabilities[0]) > 0.5
+    assert metrics.dice(consensus, frequencies >= 0.5) > 0.9
+
+
 def test_mixture_separates_a_cluster_of_raters(slicer_scene):
     from SegmentationUncertaintyLib.sample_data import load_colin27
 

@@ -309,3 +309,42 @@ def test_student_t_fusion_of_raters_and_tau_overlay(page, screenshot_dir):
     by_id(page, "cf-progress").wait_for(state="hidden")
     assert "v-btn--active" not in other.get_attribute("class")
     view_once_changed(page, other_tau, min_fraction=0.002, what="the raters' segments without a τ map")
+
+
+def test_fusion_of_two_samplers_frequency_maps(page):
+    """The probabilistic raters of the product: each sampler run's frequency map (here GPSSI and the log-odds
+    baseline) is offered, checked, and fused into a consensus of the reference's size."""
+    from SegmentationUncertaintyLib.sample_data import load_mni152
+
+    case = load_mni152()
+    reference_ml = case.masks["lateral_ventricles"].sum() * np.prod(case.spacing) / 1000.0
+    load_case(page, DEFAULT_CASE)
+    open_panel(page, "SamplerPanel")
+    fill_number(page, "gp-n", "5")
+    by_id(page, "gp-generate").click()
+    assert wait_done(page, "gp", "gp-measured") == ""
+    choose(page, "gp-source", "Log-odds (baseline)")
+    by_id(page, "gp-generate").click()
+    by_id(page, "gp-status").filter(has_text="5 logodds samples generated").wait_for(timeout=WORK_TIMEOUT_MS)
+
+    open_panel(page, "FusionPanel")
+    by_id(page, "cf-kind").get_by_role("button", name="Probability maps").click()
+    maps = by_id(page, "cf-maps").locator(".v-checkbox")
+    maps.nth(1).wait_for()
+    assert maps.count() == 2 and all(maps.nth(i).locator("input").is_checked() for i in range(2))
+    assert [t.split()[-2] for t in maps.all_inner_texts()] == ["gpssi", "logodds"]
+    choose(page, "cf-link", "Logit (log-odds: smooth maps)")
+    choose(page, "cf-link", "Square root (Hellinger)")
+    by_id(page, "cf-fuse").click()
+    assert wait_done(page, "cf", "cf-summary") == ""
+    summary = by_id(page, "cf-summary").inner_text()
+    assert "2 raters fused (student-t)" in summary
+    # (with the logit link and the smoothness prior these maps lose 40 % of the volume: 10.8 ml)
+    consensus_ml = float(re.search(r"consensus ([0-9.]+) ml", summary).group(1))
+    assert abs(consensus_ml - reference_ml) < 0.1 * reference_ml, (consensus_ml, reference_ml)
+    rows = by_id(page, "cf-table").locator("tbody tr")
+    rows.nth(1).wait_for(timeout=WORK_TIMEOUT_MS)
+    assert rows.count() == 2 and "logodds frequency" in rows.nth(1).inner_text()
+    # the consensus's map joins the list, unchecked: the next fusion still takes the two samplers' maps
+    maps.nth(2).wait_for(timeout=WORK_TIMEOUT_MS)
+    assert "probability" in maps.nth(2).inner_text() and not maps.nth(2).locator("input").is_checked()
