@@ -172,8 +172,9 @@ def write_figure(path: str, result: FusionResult, geometry: Geometry, image: np.
     xlim, ylim = view.zoom(np.logical_or.reduce([consensus, *raters]), ZOOM_MARGIN_MM)
     axis.set_xlim(*xlim)
     axis.set_ylim(*ylim)
-    axis.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small",
-                facecolor="0.35", labelcolor="white", framealpha=1.0)
+    # outside the axes, where the layout makes room for it (rater names can be long)
+    figure.legend(handles=handles, loc="outside right upper", fontsize="small", facecolor="0.35",
+                  labelcolor="white", framealpha=1.0)
     axis.set_title(f"{result.method} consensus of {result.n_raters} raters, slice {k}")
     axis.set_xlabel(f"{view.column_label} (mm)")
     axis.set_ylabel(f"{view.row_label} (mm)")

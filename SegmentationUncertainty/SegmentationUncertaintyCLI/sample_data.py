@@ -13,6 +13,9 @@ writes into ``sample/`` (from data installed offline: :mod:`SegmentationUncertai
 ``colin27_t1.nrrd``                   Colin27 T1 (1 mm)
 ``colin27_aal.seg.nrrd``              AAL structures: ``Hippocampus_L``, ``Hippocampus_R``, ``Thalamus_L``,
                                       ``Thalamus_R``
+``lidc_nodule_<n>.seg.nrrd``          LIDC-IDRI lung nodules of at least 10 mm (``--lidc``, default 3):
+                                      one segment per radiologist who outlined it (no CT: LIDC's
+                                      outlines only)
 ====================================  ===============================================================
 
 Exits with status 2 and a message saying what to install when a data package is missing.
@@ -36,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROGRAM, description="Write the bundled sample cases (MNI152 and "
                                      "Colin27 T1 MRIs with reference segmentations and raters) as NRRD files.")
     parser.add_argument("output", help="output folder (created if needed)")
+    parser.add_argument("--lidc", type=int, default=3, help="number of LIDC-IDRI nodules to write (default 3)")
     parser.add_argument("-q", "--quiet", action="store_true", help="do not list the files written")
     return parser
 
@@ -45,6 +49,9 @@ def run(args: argparse.Namespace) -> dict:
     try:
         mni, raters = sample_data.load_mni152(), sample_data.load_mni152_ventricle_raters()
         colin = sample_data.load_colin27()
+        if args.lidc < 0:
+            raise ValueError(f"--lidc must be a number of nodules >= 0, got {args.lidc}")
+        nodules = sample_data.load_lidc_nodules(limit=args.lidc) if args.lidc else []
     except sample_data.SampleDataNotInstalledError as error:
         raise ValueError(str(error)) from None
     os.makedirs(args.output, exist_ok=True)
@@ -62,7 +69,13 @@ def run(args: argparse.Namespace) -> dict:
     write_map(path("colin27_t1.nrrd"), colin.image, colin.geometry)
     write_segmentation(path("colin27_aal.seg.nrrd"), list(colin.masks.values()), colin.geometry,
                        names=list(colin.masks))
-    return {"files": files}
+    notes = {}
+    for number, nodule in enumerate(nodules, start=1):
+        write_segmentation(path(f"lidc_nodule_{number}.seg.nrrd"), nodule.masks, nodule.geometry,
+                           names=[f"radiologist {r + 1}" for r in range(len(nodule.masks))])
+        patient, index = nodule.id.split("/")
+        notes[files[-1]] = f"{patient} nodule {index}, {nodule.diameter_mm:.0f} mm, {len(nodule.masks)} radiologists"
+    return {"files": files, "notes": notes}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -70,7 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     status, summary = run_command(PROGRAM, run, args)
     if status == 0 and not args.quiet:
-        print("\n".join(summary["files"]))
+        print("\n".join(f"{name}  ({summary['notes'][name]})" if name in summary["notes"] else name
+                        for name in summary["files"]))
     return status
 
 

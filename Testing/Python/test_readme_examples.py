@@ -47,4 +47,6 @@ def test_readme_command_line_runs(tmp_path, screenshot_dir):
         assert len(read_segmentation(tmp_path / "out" / structure / "samples.seg.nrrd").segments) == 10
     fusion = json.loads((tmp_path / "out" / "fusion" / "summary.json").read_text())
     assert fusion["figure"]["outlier"] == "outlier" and len(fusion["tau_maps"]) == 5
+    lidc = json.loads((tmp_path / "out" / "lidc" / "summary.json").read_text())
+    assert lidc["names"] == [f"radiologist {r}" for r in range(1, 5)] and lidc["consensus_volume_ml"] > 1.0
     shutil.copy(tmp_path / "out" / "fusion" / "figure.png", screenshot_dir / "cli_fuse_figure.png")
