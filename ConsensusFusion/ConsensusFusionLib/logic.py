@@ -181,8 +181,9 @@ class ConsensusFusionLogic:
             Masks' probability width (mm): ``P(inside) = sigmoid(−distance / scale)``.
         link : {"sqrt", "logit"}
             Space in which the Student-t and Gaussian methods fuse the maps: square root (Hellinger, the
-            paper's) or logit. For probability volumes (networks' outputs) the logit fuses what a network
-            computes, its logits; bench/colin27_fusion_table.py compares them.
+            paper's) or logit. For smooth probability volumes (a network's softmax) the logit fuses what a
+            network computes, its logits (bench/colin27_fusion_table.py); frequency maps of a few samples, mostly
+            exactly 0 or 1, fuse better with the square root (bench/frequency_maps_fusion.py).
         outputs : FusionOutputs, optional
             Nodes to overwrite (never an input node; lists are reused in order); others are created, named
             after the first rater segmentation ("Raters" for volumes). The same object is returned, filled in.

@@ -143,9 +143,10 @@ class FusionPanel:
         nodes = probability_maps(self.app.scene)
         ids = {node.GetID() for node in nodes}
         with self.server.state as state:
+            checked = set(state[f"{P}_selected_maps"])
             state[f"{P}_maps"] = [{"title": node.GetName(), "value": node.GetID()} for node in nodes]
             state[f"{P}_selected_maps"] = [
-                node.GetID() for node in nodes if node.GetID() in set(state[f"{P}_selected_maps"]) or (
+                node.GetID() for node in nodes if node.GetID() in checked or (
                     node.GetID() not in self.known_maps and node.GetAttribute(PROBABILITY_MAP_ATTRIBUTE) == "samples")]
         self.known_maps = ids
 
