@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--h", type=float, default=1.0, help="image smoothing scale for the geodesic, mm (default 1)")
     parser.add_argument("--omega1", type=float, help="correlation length ω1, mm (default: equivalent-sphere radius)")
     parser.add_argument("--source", choices=sorted(SOURCES), default="gpssi", help="sampler (default gpssi)")
-    parser.add_argument("--scale", type=float, default=1.0, help="log-odds / STAPLE-ICM: distance scale of "
+    parser.add_argument("--scale", type=float, help="log-odds / STAPLE-ICM: distance scale of "
                         "P(inside) = sigmoid(-d / scale), mm (default 1)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--batch-size", type=int, default=8, help="samples drawn at once (default 8)")
@@ -71,15 +71,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Sources whose spread ``--scale`` sets (the others: GPSSI by its DICE or ω0, a network by itself).
+BASELINES = ("logodds", "staple-icm")
+
+
 def _sampler(args: argparse.Namespace, reference: np.ndarray, image: np.ndarray,
              spacing: Sequence[float]) -> SegmentationSampler:
     if args.source == "gpssi":
         return create_sampler("gpssi", reference, image, spacing, omega0=args.omega0, omega1=args.omega1,
                               gamma=args.gamma, h=args.h, device=args.device)
+    baseline = args.source in BASELINES
     if args.dice is not None or args.omega0 is not None or args.omega1 is not None or args.gamma is not None:
-        raise ValueError(f"--dice, --omega0, --omega1 and --gamma apply to --source gpssi only; "
-                         f"{args.source} is set by --scale")
-    return create_sampler(args.source, reference, image, spacing, scale=args.scale, device=args.device)
+        raise ValueError(f"--dice, --omega0, --omega1 and --gamma apply to --source gpssi only; the spread of "
+                         + (f"{args.source} is set by --scale" if baseline else f"the {args.source} network is its own"))
+    if not baseline:
+        if args.scale is not None:
+            raise ValueError(f"--scale applies to the baselines {', '.join(BASELINES)} only, not to {args.source}")
+        return create_sampler(args.source, reference, image, spacing, device=args.device)
+    return create_sampler(args.source, reference, image, spacing, scale=1.0 if args.scale is None else args.scale,
+                          device=args.device)
 
 
 def _check_arguments(args: argparse.Namespace) -> None:

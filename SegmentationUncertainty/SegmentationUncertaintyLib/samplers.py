@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Iterator, Sequence
 
 import numpy as np
 import torch
+from scipy import special
 
 from .geodesic import signed_euclidean_distance
 from .validation import check_device, check_mask, check_spacing
@@ -133,7 +134,7 @@ class LogOddsSampler(SegmentationSampler):
         super().__init__(reference, spacing, device=device)
         self.scale = _check_positive(scale, "scale", "length in mm")
         distance = signed_euclidean_distance(self.reference, self.spacing)
-        self.probability = (1.0 / (1.0 + np.exp(distance / self.scale))).astype(np.float32)
+        self.probability = special.expit(-distance / self.scale).astype(np.float32)   # no overflow far away
         self._probability = torch.from_numpy(self.probability).to(self.device)
 
     def parameters(self) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import SimpleITK as sitk
 from SegmentationUncertaintyCLI.gpssi import main
 from SegmentationUncertaintyCLI.io import read_image, read_segmentation, write_map, write_segmentation
 from SegmentationUncertaintyLib.geometry import Geometry, apply_geometry_to_sitk
+from SegmentationUncertaintyLib.metrics import dice
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +118,20 @@ def test_baseline_sources_and_a_single_slice(case_files, tmp_path):
     assert summary["omega1_mm"] == pytest.approx(np.sqrt(case.masks["Hippocampus_L"][k].sum() / np.pi), rel=1e-6)
 
 
+def test_network_source_samples_from_the_command_line(case_files, tmp_path):
+    """A shipped network (SSN) as the source: no GPSSI option, samples around the reference."""
+    folder, case = case_files
+    out = tmp_path / "ssn"
+    assert main([str(folder / "t1.nrrd"), str(folder / "hippocampus.nii.gz"), "--source", "ssn", "-n", "4",
+                 "-o", str(out), "-q"]) == 0
+    samples = read_segmentation(out / "samples.seg.nrrd", reference=(case.image.shape, case.geometry)).segments
+    assert len(samples) == 4 and not (out / "dice_curve.csv").exists()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["source"] == "ssn" and 0.5 < summary["mean_pairwise_dice"] < 1.0
+    reference = case.masks["Hippocampus_L"]
+    assert min(dice(s.mask, reference) for s in samples) > 0.6
+
+
 def _bad_files(tmp_path, case):
     empty = tmp_path / "empty.nrrd"
     write_map(empty, np.zeros(case.image.shape), case.geometry)
@@ -139,6 +154,7 @@ def _bad_files(tmp_path, case):
     (["{t1}", "{labels}", "--omega0", "-2"], "positive"),
     (["{t1}", "{labels}", "--omega1", "0"], "positive"),
     (["{t1}", "{labels}", "--source", "logodds", "--dice", "0.8"], "gpssi only"),
+    (["{t1}", "{labels}", "--source", "ssn", "--scale", "2"], "baselines logodds, staple-icm only"),
     (["{t1}", "{labels}", "-n", "0"], "at least 1"),
 ])
 def test_bad_input_exits_with_status_2_and_a_message(arguments, message, case_files, tmp_path, capsys):
