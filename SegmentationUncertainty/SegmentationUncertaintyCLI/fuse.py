@@ -76,12 +76,21 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "rater"
 
 
+def rater_names(paths: Sequence[str]) -> list[str]:
+    """A name per rater file: its name without extensions, with its folder where files share a name (as the
+    ``frequency.nrrd`` of ``gpssi`` runs in ``out/ssn/``, ``out/phiseg/``: ``ssn/frequency``)."""
+    stems = [os.path.basename(path).split(".")[0] for path in paths]
+    return [f"{os.path.basename(os.path.dirname(os.path.abspath(path)))}/{stem}" if stems.count(stem) > 1 else stem
+            for path, stem in zip(paths, stems)]
+
+
 def read_raters(paths: Sequence[str], *, segment: str | None = None, probabilities: bool = False,
                 grid: tuple[tuple[int, ...], Geometry] | None = None
                 ) -> tuple[np.ndarray, list[str], tuple[tuple[int, ...], Geometry]]:
     """The raters as ``(P, Z, Y, X)`` (bool masks or float32 probabilities), their names and the grid."""
+    file_names = rater_names(paths)
     if probabilities:
-        arrays, names = [], []
+        arrays = []
         for path in paths:
             array, geometry = read_image(path)
             if grid is None:
@@ -90,8 +99,7 @@ def read_raters(paths: Sequence[str], *, segment: str | None = None, probabiliti
                 raise ValueError(f"{path} has shape {array.shape} but the first rater (or the image) has "
                                  f"{tuple(grid[0])}; resample the probability volumes onto one grid")
             arrays.append(array)
-            names.append(os.path.basename(path).split(".")[0])
-        return np.stack(arrays), names, grid
+        return np.stack(arrays), file_names, grid
     if len(paths) == 1:
         segmentation = read_segmentation(paths[0], reference=grid)
         if segment is not None:
@@ -99,18 +107,13 @@ def read_raters(paths: Sequence[str], *, segment: str | None = None, probabiliti
         masks = [s.mask for s in segmentation.segments]
         names = segmentation.names
     else:
-        masks, names = [], []
+        masks, names = [], file_names
         for path in paths:
             segmentation = read_segmentation(path, reference=grid)
             if grid is None:
                 grid = (segmentation.segments[0].mask.shape if segmentation.segments else None, segmentation.geometry)
             chosen = segmentation.select(segment) if segmentation.segments else None
-            if chosen is None:
-                masks.append(np.zeros(grid[0], dtype=bool))
-                names.append(os.path.basename(path).split(".")[0])
-                continue
-            masks.append(chosen.mask)
-            names.append(chosen.name if len(paths) == 1 else os.path.basename(path).split(".")[0])
+            masks.append(np.zeros(grid[0], dtype=bool) if chosen is None else chosen.mask)
     if grid is None or grid[0] is None:
         segmentation = read_segmentation(paths[0], reference=grid)
         grid = (segmentation.segments[0].mask.shape if segmentation.segments else None, segmentation.geometry)

@@ -76,6 +76,13 @@ def test_fuse_probability_volumes_and_mixture(case):
     files = [str(folder / f"p{i}.nrrd") for i in range(4)]
     assert main([*files, "--probabilities", "--smoothness-mm", "0", "-o", str(folder / "out_p"), "-q"]) == 0
     assert len(list((folder / "out_p").glob("tau_*.nrrd"))) == 4
+    # the same file name in several folders (as gpssi writes frequency.nrrd per run): named by their folders
+    for source, i in (("ssn", 0), ("phiseg", 1)):
+        (folder / source).mkdir(exist_ok=True)
+        (folder / source / "frequency.nrrd").write_bytes((folder / f"p{i}.nrrd").read_bytes())
+    assert main([str(folder / "ssn" / "frequency.nrrd"), str(folder / "phiseg" / "frequency.nrrd"),
+                 "--probabilities", "-o", str(folder / "out_f"), "-q"]) == 0
+    assert json.loads((folder / "out_f" / "summary.json").read_text())["names"] == ["ssn/frequency", "phiseg/frequency"]
     assert main([str(folder / "raters.seg.nrrd"), "--mixture", "-o", str(folder / "out_m"), "-q"]) == 0
     summary = json.loads((folder / "out_m" / "summary.json").read_text())
     assert summary["n_consensuses"] == 1
