@@ -119,6 +119,7 @@ class FusionPanel:
         self.outputs = None
         self.shown_tau = None
         self.fused_set = None
+        self.known_maps = set()  # a cleared scene may give its node IDs again
         with self.server.state as state:
             state[f"{P}_summary"], state[f"{P}_rows"], state[f"{P}_tau_raters"], state[f"{P}_files"] = "", [], [], []
             state[f"{P}_tau"] = None
