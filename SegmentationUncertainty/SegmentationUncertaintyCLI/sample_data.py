@@ -36,8 +36,9 @@ PROGRAM = "segmentation-uncertainty-sample-data"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROGRAM, description="Write the bundled sample cases (MNI152 and "
-                                     "Colin27 T1 MRIs with reference segmentations and raters) as NRRD files.")
+    parser = argparse.ArgumentParser(prog=PROGRAM, description="Write the bundled sample cases as NRRD files: "
+                                     "the MNI152 and Colin27 T1 MRIs with reference segmentations, five raters of "
+                                     "the MNI152 ventricles, and LIDC-IDRI nodules outlined by their radiologists.")
     parser.add_argument("output", help="output folder (created if needed)")
     parser.add_argument("--lidc", type=int, default=3, help="number of LIDC-IDRI nodules to write (default 3)")
     parser.add_argument("-q", "--quiet", action="store_true", help="do not list the files written")

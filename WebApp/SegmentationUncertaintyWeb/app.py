@@ -171,9 +171,12 @@ class SegmentationUncertaintyApp(TrameApp):
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=f"{TITLE} web app (trame-slicer)")
-    parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
-    parser.add_argument("--case", default=DEFAULT_CASE, choices=sorted(SAMPLE_CASES))
+    parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"),
+                        help="address to serve on (default $HOST or 127.0.0.1; 0.0.0.0 for every interface)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")),
+                        help="port (default $PORT or 8080)")
+    parser.add_argument("--case", default=DEFAULT_CASE, choices=sorted(SAMPLE_CASES),
+                        help=f"sample case shown at start (default {DEFAULT_CASE}; the page can load the others)")
     parser.add_argument("--downloads", help="folder for exported results (default: a new temporary folder)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
