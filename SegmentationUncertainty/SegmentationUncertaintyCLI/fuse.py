@@ -167,9 +167,10 @@ def write_figure(path: str, result: FusionResult, geometry: Geometry, image: np.
             axis.contour(consensus.astype(float), levels=[0.5], colors=[color], linewidths=width, extent=extent,
                          origin="upper")
     handles.append(Line2D([], [], color="white", linewidth=2.0, label="consensus"))
-    if region is not None and view.image(region, k).any():
+    low_tau = view.image(region, k) if region is not None else None
+    if low_tau is not None and low_tau.any():
         overlay = np.zeros((*consensus.shape, 4))
-        overlay[view.image(region, k)] = (1.0, 0.1, 0.1, 0.6)
+        overlay[low_tau] = (1.0, 0.1, 0.1, 0.6)
         axis.imshow(overlay, extent=extent, interpolation="nearest")
         handles.append(Patch(color=(1.0, 0.1, 0.1, 0.6), label=f"lowest τ of {result.rater_names[outlier]}"))
     xlim, ylim = view.zoom(np.logical_or.reduce([consensus, *raters]), ZOOM_MARGIN_MM)
