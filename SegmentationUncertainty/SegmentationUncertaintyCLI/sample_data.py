@@ -46,12 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> dict:
-    """Write the files of :func:`main`; returns ``{"files": [...]}`` (paths)."""
+    """Write the files of :func:`main`; returns ``{"files": [paths], "notes": {path: what it holds}}``."""
+    if args.lidc < 0:
+        raise ValueError(f"--lidc must be a number of nodules >= 0, got {args.lidc}")
     try:
         mni, raters = sample_data.load_mni152(), sample_data.load_mni152_ventricle_raters()
         colin = sample_data.load_colin27()
-        if args.lidc < 0:
-            raise ValueError(f"--lidc must be a number of nodules >= 0, got {args.lidc}")
         nodules = sample_data.load_lidc_nodules(limit=args.lidc) if args.lidc else []
     except sample_data.SampleDataNotInstalledError as error:
         raise ValueError(str(error)) from None

@@ -199,3 +199,5 @@ def test_sample_data_command_reports_an_unwritable_folder(tmp_path, capsys):
     blocker.write_text("not a folder")
     assert sample_data_main([str(blocker / "sample")]) == 2
     assert "error: cannot write the results" in capsys.readouterr().err
+    assert sample_data_main([str(tmp_path / "sample"), "--lidc", "-1"]) == 2
+    assert "--lidc must be a number of nodules >= 0" in capsys.readouterr().err and not (tmp_path / "sample").exists()
