@@ -32,7 +32,11 @@ import torch
 
 from .validation import check_device, check_image, check_mask, check_spacing
 
-__all__ = ["signed_geodesic_distance", "signed_euclidean_distance", "default_gamma"]
+__all__ = ["signed_geodesic_distance", "signed_geodesic_distances", "signed_euclidean_distance", "default_gamma"]
+
+#: Voxels of distance volumes swept together (a few copies of them are held at once): masks on one image are
+#: swept in batches of this size, so that each slice's edge costs are computed once per batch.
+_BATCH_VOXELS = 2 ** 25
 
 
 def default_gamma(image: np.ndarray) -> float:
@@ -144,9 +148,26 @@ def signed_geodesic_distance(mask: np.ndarray, image: np.ndarray | None = None,
     intra-op threads wait for a core at each of them and one thread (``torch.set_num_threads(1)``) is faster.
     """
     mask = check_mask(mask)
-    spacing = check_spacing(spacing, mask.ndim)
+    return signed_geodesic_distances(mask[None], image, spacing, gamma=gamma, h=h, n_iterations=n_iterations,
+                                     device=device)[0]
+
+
+def signed_geodesic_distances(masks: np.ndarray, image: np.ndarray | None = None,
+                              spacing: Sequence[float] | None = None, *, gamma: float | None = None,
+                              h: float = 1.0, n_iterations: int | None = 2, device: str = "cpu") -> np.ndarray:
+    """:func:`signed_geodesic_distance` of several masks on one image, ``(P, *shape)`` float32 (mm).
+
+    The same numbers as one call per mask; the masks are swept together (in batches that bound the memory),
+    so each step's edge cost, which depends on the image only, is computed once for all of them, and the
+    per-slice updates run on larger tensors (several raters of one image: about 3x faster on CPU).
+    """
+    masks = np.asarray(masks)
+    if masks.ndim not in (3, 4) or masks.shape[0] < 1:
+        raise ValueError(f"masks must be a (P, Z, Y, X) or (P, Y, X) stack, got shape {masks.shape}")
+    masks = np.stack([check_mask(m, f"mask {p}") for p, m in enumerate(masks)])
+    spacing = check_spacing(spacing, masks.ndim - 1)
     if image is not None:
-        image = check_image(image, shape=mask.shape)
+        image = check_image(image, shape=masks.shape[1:])
     if gamma is not None and not (np.isfinite(gamma) and gamma >= 0):
         raise ValueError(f"gamma must be a finite number >= 0 (mm per intensity unit), got {gamma}")
     if not (np.isfinite(h) and h >= 0):
@@ -154,16 +175,19 @@ def signed_geodesic_distance(mask: np.ndarray, image: np.ndarray | None = None,
     if n_iterations is not None and (int(n_iterations) != n_iterations or n_iterations < 1):
         raise ValueError(f"n_iterations must be a positive integer or None (until convergence), got {n_iterations}")
     device = check_device(device)
-    if image is None:
-        return signed_euclidean_distance(mask, spacing)
-    if gamma is None:
+    if image is not None and gamma is None:
         gamma = default_gamma(image)
-    if gamma == 0.0:
-        return signed_euclidean_distance(mask, spacing)
+    if image is None or gamma == 0.0:
+        return np.stack([signed_euclidean_distance(mask, spacing) for mask in masks])
 
-    distance = _geodesic_sweeps(mask, image, spacing, float(gamma), float(h),
-                                None if n_iterations is None else int(n_iterations), device)
-    return np.where(mask, -distance, distance).astype(np.float32, copy=False)
+    batch = max(1, _BATCH_VOXELS // masks[0].size)
+    out = np.empty(masks.shape, dtype=np.float32)
+    for start in range(0, len(masks), batch):
+        chunk = masks[start:start + batch]
+        distance = _geodesic_sweeps(chunk, image, spacing, float(gamma), float(h),
+                                    None if n_iterations is None else int(n_iterations), device)
+        out[start:start + batch] = np.where(chunk, -distance, distance)
+    return out
 
 
 def _gaussian_smooth(image: torch.Tensor, spacing: tuple[float, ...], h: float) -> torch.Tensor:
@@ -228,65 +252,76 @@ def _border_start(mask: torch.Tensor, scaled: torch.Tensor, spacing: tuple[float
     return start.view(mask.shape)
 
 
-def _geodesic_sweeps(mask: np.ndarray, image: np.ndarray, spacing: tuple[float, ...], gamma: float, h: float,
+def _geodesic_sweeps(masks: np.ndarray, image: np.ndarray, spacing: tuple[float, ...], gamma: float, h: float,
                      n_iterations: int | None, device: torch.device) -> np.ndarray:
-    """Unsigned geodesic distance (mm) by parallel raster scans (see :func:`signed_geodesic_distance`)."""
-    squeeze = mask.ndim == 2
+    """Unsigned geodesic distances (mm) of ``(P, *shape)`` masks on one image by parallel raster scans (see
+    :func:`signed_geodesic_distance`), ``(P, *shape)``."""
+    squeeze = masks.ndim == 3
     if squeeze:  # one slice of a 3-D grid: the out-of-slice neighbours are padding, never reached
-        mask, image, spacing = mask[None], image[None], (1.0,) + tuple(spacing)
+        masks, image, spacing = masks[:, None], image[None], (1.0,) + tuple(spacing)
+    shape = masks.shape[1:]
     scaled = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).to(device)
     if h > 0:
         scaled = _gaussian_smooth(scaled, spacing, h)
     scaled = scaled * gamma
     padded_image = torch.nn.functional.pad(scaled[None, None], (1,) * 6, mode="replicate")[0, 0].contiguous()
-    padded_mask = torch.nn.functional.pad(torch.from_numpy(np.ascontiguousarray(mask, dtype=np.uint8)).to(device)[None, None],
-                                          (1,) * 6, value=2)[0, 0]
-    distance = _border_start(padded_mask, padded_image, spacing)
-    del padded_mask
+    distance = torch.empty((len(masks), *padded_image.shape), dtype=padded_image.dtype, device=device)
+    for p, mask in enumerate(masks):
+        padded_mask = torch.nn.functional.pad(
+            torch.from_numpy(np.ascontiguousarray(mask, dtype=np.uint8)).to(device)[None, None], (1,) * 6,
+            value=2)[0, 0]
+        distance[p] = _border_start(padded_mask, padded_image, spacing)
     # the x axis is swept on a copy with x outermost so that each slice is contiguous in memory
     x_first = (2, 0, 1)
-    image_x = padded_image.permute(x_first).contiguous() if mask.shape[2] > 1 else None
+    image_x = padded_image.permute(x_first).contiguous() if shape[2] > 1 else None
     spacing_x = tuple(spacing[a] for a in x_first)
+    batch_x_first, batch_back = (0, *(1 + a for a in x_first)), (0, *(1 + int(a) for a in np.argsort(x_first)))
     iteration = 0
     while n_iterations is None or iteration < n_iterations:
         iteration += 1
         before = distance.clone() if n_iterations is None else None
         for axis in (0, 1):
-            if mask.shape[axis] > 1:
+            if shape[axis] > 1:
                 _sweep(distance, padded_image, spacing, axis)
         if image_x is not None:
-            distance_x = distance.permute(x_first).contiguous()
+            distance_x = distance.permute(batch_x_first).contiguous()
             _sweep(distance_x, image_x, spacing_x, 0)
-            distance = distance_x.permute(np.argsort(x_first).tolist()).contiguous()
+            distance = distance_x.permute(batch_back).contiguous()
         if before is not None and torch.equal(before, distance):
             break
-    result = distance[1:-1, 1:-1, 1:-1].cpu().numpy()
-    return result[0] if squeeze else result
+    result = distance[:, 1:-1, 1:-1, 1:-1].cpu().numpy()
+    return result[:, 0] if squeeze else result
 
 
 def _sweep(distance: torch.Tensor, image: torch.Tensor, spacing: tuple[float, ...], axis: int) -> None:
-    """Forward then backward pass along ``axis`` of a padded distance volume (pad = inf), in place.
+    """Forward then backward pass along spatial ``axis`` of padded distance volumes ``(P, *padded)`` (pad =
+    inf) on one padded image, in place.
 
     Each slice is updated at once from the 3x3 voxels of the previous slice:
-    ``G(p) = min(G(p), min_q G(q) + sqrt(|p − q|² + (γI_h(p) − γI_h(q))²))``.
+    ``G(p) = min(G(p), min_q G(q) + sqrt(|p − q|² + (γI_h(p) − γI_h(q))²))``; the step costs depend on the
+    image only and are computed once for all ``P`` volumes.
     """
     others = [a for a in range(3) if a != axis]
-    n = distance.shape[axis] - 2
-    m1, m2 = (distance.shape[a] - 2 for a in others)
-    t1, t2 = (distance.stride(a) for a in others)
+    n = image.shape[axis] - 2
+    m1, m2 = (image.shape[a] - 2 for a in others)
+    t1, t2 = (image.stride(a) for a in others)
     size, stride = (3, 3, m1, m2), (t1, t2, t1, t2)
+    n_volumes = distance.shape[0]
+    batch_size, batch_stride = (n_volumes, *size), (distance.stride(0), t1, t2, t1, t2)
     offsets = torch.arange(-1.0, 2.0, dtype=torch.float64)
     step2 = spacing[axis] ** 2 + (offsets[:, None] * spacing[others[0]]) ** 2 + (offsets[None, :] * spacing[others[1]]) ** 2
     step2 = step2.to(distance)[:, :, None, None].expand(size).contiguous()
-    buffer = torch.empty(size, dtype=distance.dtype, device=distance.device)
-    best = torch.empty((m1, m2), dtype=distance.dtype, device=distance.device)
+    cost = torch.empty(size, dtype=distance.dtype, device=distance.device)
+    candidates = torch.empty(batch_size, dtype=distance.dtype, device=distance.device)
+    best = torch.empty((n_volumes, m1, m2), dtype=distance.dtype, device=distance.device)
     for k_range, previous in ((range(2, n + 1), -1), (range(n - 1, 0, -1), 1)):
         for k in k_range:
             before_image = image.select(axis, k + previous)
-            before = distance.select(axis, k + previous)
-            current = distance.select(axis, k)[1:-1, 1:-1]
-            torch.sub(before_image.as_strided(size, stride), image.select(axis, k)[1:-1, 1:-1], out=buffer)
-            torch.addcmul(step2, buffer, buffer, out=buffer)
-            buffer.sqrt_().add_(before.as_strided(size, stride))
-            torch.amin(buffer.view(9, m1, m2), 0, out=best)
+            before = distance.select(1 + axis, k + previous)
+            current = distance.select(1 + axis, k)[:, 1:-1, 1:-1]
+            torch.sub(before_image.as_strided(size, stride), image.select(axis, k)[1:-1, 1:-1], out=cost)
+            torch.addcmul(step2, cost, cost, out=cost)
+            cost.sqrt_()
+            torch.add(before.as_strided(batch_size, batch_stride, before.storage_offset()), cost, out=candidates)
+            torch.amin(candidates.view(n_volumes, 9, m1, m2), 1, out=best)
             torch.minimum(current, best, out=current)

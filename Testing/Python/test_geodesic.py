@@ -12,7 +12,9 @@ from scipy import ndimage as ndi
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import dijkstra
 
-from SegmentationUncertaintyLib.geodesic import default_gamma, signed_euclidean_distance, signed_geodesic_distance
+from SegmentationUncertaintyLib import geodesic
+from SegmentationUncertaintyLib.geodesic import (default_gamma, signed_euclidean_distance, signed_geodesic_distance,
+                                                 signed_geodesic_distances)
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -194,6 +196,29 @@ def test_sign_symmetry_and_complement(device):
                                rtol=1e-5, atol=1e-4)
     # the input arrays are not modified
     assert mask.dtype == bool and image.dtype == np.float32
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_masks_swept_together_give_each_masks_own_distance(device, monkeypatch):
+    """Several raters on one image (a fusion): the batched sweeps give exactly the one-mask results, in 3-D and
+    2-D, converged or not, whatever the batch size."""
+    spacing = (2.0, 1.0, 1.5)
+    mask = _blob((14, 20, 18), spacing)
+    image = (100 + 40 * ndi.binary_dilation(mask) + np.random.default_rng(2).normal(0, 5, mask.shape)).astype(
+        np.float32)
+    masks = np.stack([mask, ndi.binary_dilation(mask), ndi.binary_erosion(mask), np.roll(mask, 2, axis=2)])
+    alone = {n: np.stack([signed_geodesic_distance(m, image, spacing, n_iterations=n, device=device) for m in masks])
+             for n in (2, None)}
+    for n_iterations, expected in alone.items():
+        together = signed_geodesic_distances(masks, image, spacing, n_iterations=n_iterations, device=device)
+        assert together.dtype == np.float32 and np.array_equal(together, expected)
+    monkeypatch.setattr(geodesic, "_BATCH_VOXELS", 2 * mask.size)   # batches of 2 and 2
+    assert np.array_equal(signed_geodesic_distances(masks, image, spacing, device=device), alone[2])
+    flat = masks[:, 7]
+    assert np.array_equal(signed_geodesic_distances(flat, image[7], spacing[1:], device=device),
+                          np.stack([signed_geodesic_distance(m, image[7], spacing[1:], device=device) for m in flat]))
+    with pytest.raises(ValueError, match="mask 1 is empty"):
+        signed_geodesic_distances(np.stack([mask, np.zeros_like(mask)]), image, spacing)
 
 
 def test_default_gamma_is_100_over_the_mean_intensity():

@@ -38,7 +38,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..geodesic import default_gamma, signed_geodesic_distance
+from ..geodesic import default_gamma, signed_geodesic_distances
 from ..validation import check_device, check_image, check_spacing
 
 __all__ = ["RaterMaps", "KINDS", "check_raters", "fusion_box", "labels_to_probabilities", "prepare_raters",
@@ -220,13 +220,24 @@ def certain_distance(scale_mm: float, tolerance: float) -> float:
     return float(scale_mm * np.log((1.0 - tolerance) / tolerance))
 
 
-def _signed_distance(mask: np.ndarray, image, spacing, gamma, device) -> np.ndarray:
-    """Signed distance (mm) of one class mask, ``±_FAR`` when the mask is empty or full."""
-    if not mask.any():
-        return np.full(mask.shape, _FAR, dtype=np.float32)
-    if mask.all():
-        return np.full(mask.shape, -_FAR, dtype=np.float32)
-    return signed_geodesic_distance(mask, image, spacing, gamma=gamma, device=device)
+def _signed_distances(masks: list[np.ndarray], image, spacing, gamma, device) -> list[np.ndarray]:
+    """Signed distances (mm) of class masks on one grid, ``±_FAR`` for an empty or full mask; the others are
+    swept together (:func:`~SegmentationUncertaintyLib.geodesic.signed_geodesic_distances`)."""
+    out: list[np.ndarray | None] = [None] * len(masks)
+    bordered = []
+    for index, mask in enumerate(masks):
+        if not mask.any():
+            out[index] = np.full(mask.shape, _FAR, dtype=np.float32)
+        elif mask.all():
+            out[index] = np.full(mask.shape, -_FAR, dtype=np.float32)
+        else:
+            bordered.append(index)
+    if bordered:
+        distances = signed_geodesic_distances(np.stack([masks[i] for i in bordered]), image, spacing, gamma=gamma,
+                                              device=device)
+        for index, distance in zip(bordered, distances):
+            out[index] = distance
+    return out
 
 
 def labels_to_probabilities(labels: np.ndarray, n_classes: int, spacing: Sequence[float] | None = None, *,
@@ -264,17 +275,19 @@ def labels_to_probabilities(labels: np.ndarray, n_classes: int, spacing: Sequenc
     check_device(device)
     n_raters = labels.shape[0]
     out = np.empty((n_raters, n_classes, *labels.shape[1:]), dtype=np.float32)
-    for p in range(n_raters):
-        if n_classes == 2:
-            # d_0 = −d_1 exactly (the border lies between voxels): one transform gives both classes
-            distance = torch.from_numpy(_signed_distance(labels[p] > 0, image, spacing, gamma, device))
-            foreground = torch.sigmoid(-distance / scale_mm)
-            out[p, 1] = foreground.numpy()
+    if n_classes == 2:
+        # d_0 = −d_1 exactly (the border lies between voxels): one transform gives both classes
+        distances = _signed_distances([labels[p] > 0 for p in range(n_raters)], image, spacing, gamma, device)
+        for p, distance in enumerate(distances):
+            distance = torch.from_numpy(distance)
+            out[p, 1] = torch.sigmoid(-distance / scale_mm).numpy()
             out[p, 0] = torch.sigmoid(distance / scale_mm).numpy()
-        else:
-            distances = torch.stack([torch.from_numpy(_signed_distance(labels[p] == k, image, spacing, gamma, device))
-                                     for k in range(n_classes)])
-            out[p] = torch.softmax(-distances / (2.0 * scale_mm), dim=0).numpy()
+        return out
+    distances = _signed_distances([labels[p] == k for p in range(n_raters) for k in range(n_classes)], image,
+                                  spacing, gamma, device)
+    for p in range(n_raters):
+        stacked = torch.stack([torch.from_numpy(d) for d in distances[p * n_classes:(p + 1) * n_classes]])
+        out[p] = torch.softmax(-stacked / (2.0 * scale_mm), dim=0).numpy()
     return out
 
 
