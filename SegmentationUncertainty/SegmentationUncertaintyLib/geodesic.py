@@ -159,7 +159,7 @@ def signed_geodesic_distances(masks: np.ndarray, image: np.ndarray | None = None
 
     The same numbers as one call per mask; the masks are swept together (in batches that bound the memory),
     so each step's edge cost, which depends on the image only, is computed once for all of them, and the
-    per-slice updates run on larger tensors (several raters of one image: about 3x faster on CPU).
+    per-slice updates run on larger tensors (2.3x faster for 7 masks, 2.7x for 20, on CPU: bench_geodesic.py).
     """
     masks = np.asarray(masks)
     if masks.ndim not in (3, 4) or masks.shape[0] < 1:
