@@ -311,13 +311,10 @@ def test_student_t_fusion_of_raters_and_tau_overlay(page, screenshot_dir):
     view_once_changed(page, other_tau, min_fraction=0.002, what="the raters' segments without a τ map")
 
 
-def test_fusion_of_two_samplers_frequency_maps(page):
+def test_fusion_of_two_samplers_frequency_maps(page, mni152):
     """The probabilistic raters of the product: each sampler run's frequency map (here GPSSI and the log-odds
     baseline) is offered, checked, and fused into a consensus of the reference's size."""
-    from SegmentationUncertaintyLib.sample_data import load_mni152
-
-    case = load_mni152()
-    reference_ml = case.masks["lateral_ventricles"].sum() * np.prod(case.spacing) / 1000.0
+    reference_ml = mni152.masks["lateral_ventricles"].sum() * np.prod(mni152.spacing) / 1000.0
     load_case(page, DEFAULT_CASE)
     open_panel(page, "SamplerPanel")
     fill_number(page, "gp-n", "5")
