@@ -262,6 +262,11 @@ def test_bad_sample_count_shows_an_error_and_the_page_stays_usable(page):
     by_id(page, "su-compute").wait_for()
     open_panel(page, "SamplerPanel")
     assert by_id(page, "gp-generate").is_enabled()
+    # A new case clears the message about the previous one (the server's state outlives this page: a
+    # stale error once answered the next test's Generate before its samples came).
+    load_case(page, DEFAULT_CASE)
+    open_panel(page, "SamplerPanel")
+    by_id(page, "gp-error").wait_for(state="detached", timeout=10_000)
 
 
 def test_student_t_fusion_of_raters_and_tau_overlay(page, screenshot_dir):

@@ -12,8 +12,8 @@ from SegmentationUncertaintyLogic.nodes import (PROBABILITY_MAP_ATTRIBUTE, proba
                                                 save_table_csv, save_volume, segment_ids, table_rows)
 from SegmentationUncertaintyLogic.overlays import hide_overlay
 
-from .widgets import (apply_inputs, download_links, guarded, init_status, inputs_click, multi_segment_sets,
-                      number_text, safe_name, status_area, table)
+from .widgets import (apply_inputs, clear_messages, download_links, guarded, init_status, inputs_click,
+                      multi_segment_sets, number_text, safe_name, status_area, table)
 
 P = "cf"
 #: State keys that Fuse reads.
@@ -123,6 +123,7 @@ class FusionPanel:
         with self.server.state as state:
             state[f"{P}_summary"], state[f"{P}_rows"], state[f"{P}_tau_raters"], state[f"{P}_files"] = "", [], [], []
             state[f"{P}_tau"] = None
+            clear_messages(state, P)
         self.refresh_sets()
 
     def refresh_sets(self, select: str | None = None) -> None:

@@ -10,8 +10,8 @@ from trame.widgets import vuetify3 as v3
 from GPSSISamplerLib.logic import GPSSISamplerLogic, SamplerOutputs
 from SegmentationUncertaintyLogic.nodes import save_segmentation, save_table_csv, save_volume, table_rows
 
-from .widgets import (apply_inputs, download_links, guarded, init_status, inputs_click, safe_name, status_area,
-                      table)
+from .widgets import (apply_inputs, clear_messages, download_links, guarded, init_status, inputs_click, safe_name,
+                      status_area, table)
 
 P = "gp"
 #: State keys that Generate reads.
@@ -119,6 +119,7 @@ class SamplerPanel:
         with self.server.state as state:
             state[f"{P}_measured"], state[f"{P}_rows"], state[f"{P}_files"] = "", [], []
             state[f"{P}_omega0_text"], state[f"{P}_curve_svg"] = "—", ""
+            clear_messages(state, P)
 
     def _parameters(self) -> dict:
         state = self.server.state

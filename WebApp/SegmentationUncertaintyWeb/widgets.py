@@ -28,6 +28,11 @@ def status_area(prefix: str) -> None:
 
 def init_status(state, prefix: str) -> None:
     state[f"{prefix}_busy"] = False
+    clear_messages(state, prefix)
+
+
+def clear_messages(state, prefix: str) -> None:
+    """Clear the panel's status line and error (a new case: they were about the previous one)."""
     state[f"{prefix}_status"] = ""
     state[f"{prefix}_error"] = ""
 
