@@ -1,7 +1,8 @@
 """The clinician workflow in the browser: the web panels clicked in a real headless Chromium.
 
 One app server serves the module (as one clinician's session would); each test loads the case it needs
-through the page's case chooser, so the tests do not depend on each other's order.
+through the page's case chooser and sets the inputs it relies on (the server keeps the previous test's
+choices, as it would a user's), so the tests do not depend on each other's order.
 """
 
 import re
@@ -150,6 +151,7 @@ def test_gpssi_samples_at_dice_085_and_entropy_overlay(page, screenshot_dir):
     assert reference.sum() > 500
 
     open_panel(page, "SamplerPanel")
+    choose(page, "gp-source", "GPSSI (Gaussian process)")  # (another test may have left a baseline chosen)
     assert by_id(page, "gp-dice").locator("input").first.input_value() == "0.85"  # the default target
     fill_number(page, "gp-n", "20")
     by_id(page, "gp-generate").click()
@@ -272,6 +274,7 @@ def test_bad_sample_count_shows_an_error_and_the_page_stays_usable(page):
 def test_student_t_fusion_of_raters_and_tau_overlay(page, screenshot_dir):
     load_case(page, RATERS_CASE)
     open_panel(page, "FusionPanel")
+    by_id(page, "cf-kind").get_by_role("button", name="Segments").click()
     raters = by_id(page, "cf-raters").locator("input[type=checkbox]")
     raters.nth(4).wait_for()
     assert raters.count() == 5 and all(raters.nth(i).is_checked() for i in range(5))
