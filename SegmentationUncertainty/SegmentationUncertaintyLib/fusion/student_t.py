@@ -318,7 +318,7 @@ class _Consensus:
                 rhs = rhs + prior_mean / prior_variance
             self.cov = 1.0 / total                                                    # (N or 1)
             self.mean = rhs * self.cov
-            self.logdet = d * torch.log(self.cov)
+            self.logdet = d * torch.log(self.cov)                                  # log |Σ_T̃n|
             self.trace = d * self.cov
         else:
             precision_w = precision.to(dtype)
@@ -334,7 +334,8 @@ class _Consensus:
             if prior_mean is not None:
                 total = total + (torch.eye(d, dtype=dtype, device=device) / prior_variance)[:, :, None]
                 rhs = rhs + prior_mean / prior_variance
-            self.cov, self.logdet = _small_inverse(total)                           # (d, d, N or 1)
+            self.cov, precision_logdet = _small_inverse(total)                      # (d, d, N or 1)
+            self.logdet = -precision_logdet                                         # log |Σ_T̃n|
             self.mean = (self.cov * rhs[None, :, :]).sum(dim=1)
             self.trace = torch.diagonal(self.cov, dim1=0, dim2=1).sum(dim=-1)
         self.per_voxel = n_voxels / self.logdet.numel()
