@@ -151,7 +151,9 @@ def test_samplers_frequency_maps_are_offered_and_fused_as_probabilistic_raters(h
     assert all(node.GetAttribute(PROBABILITY_MAP_ATTRIBUTE) == "samples" for node in maps)
     assert [node.GetName() for node in maps] == [f"{raters.GetSegmentation().GetSegment(reference).GetName()} "
                                                  f"{source} frequency" for source in ("logodds", "staple-icm", "logodds")]
-    out = ConsensusFusionLogic().fuse(maps, volume, method="student-t", link="logit")
+    # frequency maps of a few samples are mostly exactly 0 or 1: the square-root link (the default) is the one
+    # for them (bench/frequency_maps_fusion.py); with the logit the converged consensus here has Dice 0.86
+    out = ConsensusFusionLogic().fuse(maps, volume, method="student-t")
     # the two runs of one source have one name: the table tells them apart
     names = [row["rater"] for row in table_rows(out.raterTable)]
     assert names == [f"{node.GetName()} ({i + 1})" for i, node in enumerate(maps)] and len(set(names)) == 3

@@ -57,9 +57,12 @@ def speckled_table(colin27):
 
 
 @pytest.mark.slow
-def test_student_t_beats_the_gaussian_model_and_rejects_the_blob(outlier_case):
+def test_student_t_rejects_the_blob(outlier_case):
+    """On this one case the converged Student-t and Gaussian consensus have the same HD95 and Dice within
+    0.002 (0.9524 and 0.9534); which is ahead on a single case changes with the seed, so the comparison of
+    the two is over the 12 cases of ``test_table_over_cases_is_complete_and_sane`` (Student-t ahead on 11)."""
     scores, results, truth = outlier_case["scores"], outlier_case["results"], outlier_case["truth"]
-    assert scores["student-t"][0] > scores["gaussian"][0]
+    assert abs(scores["student-t"][0] - scores["gaussian"][0]) < 0.005
     assert scores["student-t"][1] <= scores["gaussian"][1]
     # the blob does not enter the consensus; the consensus stays within 1 % Dice of majority vote
     far_blob = outlier_case["blob"] & ~ndi.binary_dilation(truth, iterations=2)
@@ -76,14 +79,16 @@ def test_table_over_cases_is_complete_and_sane(table):
         assert table["mean_rater_dice"] < row["mean_dice"] <= 1.0, method
         assert 0.0 <= row["mean_hd95_mm"] < 3.0, method
     assert table["methods"]["student-t"]["mean_dice"] > table["methods"]["gaussian"]["mean_dice"]
+    student, gaussian = np.array(table["per_case"]["student-t"]["dice"]), np.array(table["per_case"]["gaussian"]["dice"])
+    assert np.sum(student > gaussian) >= 9
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="does not hold: over 12 cases mean Dice majority 0.9657, Student-t 0.9626, "
+@pytest.mark.xfail(strict=True, reason="does not hold: over 12 cases mean Dice majority 0.9657, Student-t 0.9614, "
                    "STAPLE 0.9587, Gaussian 0.9547; HD95 majority and Gaussian 1.138 mm, Student-t 1.165 mm, STAPLE "
-                   "1.207 mm. The order is the same without the blob (majority 0.9663, Student-t 0.9633, STAPLE "
+                   "1.207 mm. The order is the same without the blob (majority 0.9663, Student-t 0.9622, STAPLE "
                    "0.9592, Gaussian 0.9563: bench/colin27_fusion_table.py 3 clean): the gap to the vote is what "
-                   "the masks' maps allow, not the outlier, which costs the Student-t 0.0007 and the vote 0.0006. "
+                   "the masks' maps allow, not the outlier, which costs the Student-t 0.0008 and the vote 0.0006. "
                    "With the raters as probability maps the continuous consensus does beat the vote "
                    "(test_probability_maps_carry_what_a_vote_throws_away)")
 def test_student_t_beats_every_baseline(table):

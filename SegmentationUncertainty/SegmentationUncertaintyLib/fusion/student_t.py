@@ -41,11 +41,21 @@ shift of the biases against the consensus is taken in closed form (:func:`_recen
 maximises the evidence lower bound over one factor, parameter or block with the others fixed, so the
 bound (computed exactly every iteration, :attr:`ConsensusEstimate.lower_bound`) never decreases; the
 safeguards (``Σ_p`` at least ``min_variance``, ``Σ_T`` at least the variance of the raters' mean, ``ν``
-within ``nu_range``) are constraints that every update respects. Iterations stop when the relative rise
-of the bound or the mean change of the consensus falls below ``tolerance``, or at ``max_iterations``.
-(The bound can keep rising slowly after the consensus has settled: the box's voxels without data are
-filled with the prior's own mean, an EM over missing values that converges at the rate of their share of
-the box.)
+within ``nu_range``) are constraints that every update respects.
+
+Iterations stop when, in one iteration, no voxel's consensus moves by more than ``tolerance`` (link
+units) and no weight ``τ̂`` changes by more than the fraction ``tolerance``, or at ``max_iterations``
+(``converged`` and ``last_change`` say which). Both are the largest change, not a mean, because the fit
+settles unevenly. The slowest voxels are the few where every rater is an outlier (all ``τ̂`` small):
+there the spatial prior decides the consensus, and prior and consensus follow each other one step per
+iteration. On large boxes ``α`` itself creeps: the box's voxels without data are filled with the prior's
+own mean, an EM over missing values that converges at the rate of their share of the box. A mean change
+or the bound's relative rise is small long before either has settled: on 7 raters at 256 × 256 × 104
+voxels the earlier rule (mean change or relative rise below 1e-4) stopped after 17 iterations with 665
+voxels of the consensus mask on the other side of where they are after 400, and ``τ̂`` off by a factor of
+up to e⁴; on 12 Colin27 structures the Student-t fit needs 180–420 iterations to settle to 1e-3. The
+bound is reported but is no stopping test: on that large case it still rises after 1,500 iterations,
+while ``α`` creeps from 340 to 540.
 
 The floor of ``Σ_T``
 --------------------
@@ -114,6 +124,10 @@ class ConsensusEstimate:
         Evidence lower bound after each iteration (nats).
     n_iterations : int
     converged : bool
+        Whether the last iteration moved nothing by more than the tolerance (``last_change`` ≤ it).
+    last_change : float
+        Largest change in the last iteration: of ``μ_T̃`` at any voxel (link units) and of any ``τ̂``
+        (relative, ``|Δ log τ̂|``).
     """
 
     mean: torch.Tensor
@@ -128,6 +142,7 @@ class ConsensusEstimate:
     lower_bound: list[float] = field(default_factory=list)
     n_iterations: int = 0
     converged: bool = False
+    last_change: float = math.inf
 
 
 # ---------------------------------------------------------------------------------------------- ν and τ
@@ -397,7 +412,7 @@ def _recentre(bias, mean, prior_mean, prior_box):
 
 def fit_consensus(values: torch.Tensor, *, robust: bool = True, prior: GaussianBasisPrior | None = None,
                   band_index: torch.Tensor | None = None, initial_box: torch.Tensor | None = None,
-                  covariance: str = "isotropic", max_iterations: int = 100, tolerance: float = 1e-4,
+                  covariance: str = "isotropic", max_iterations: int = 500, tolerance: float = 1e-3,
                   min_variance: float = 1e-6, min_prior_variance: float | None = None,
                   nu_range: tuple[float, float] = (0.1, 1000.0),
                   initial_nu: float = 10.0, progress: Progress | None = None) -> ConsensusEstimate:
@@ -422,8 +437,8 @@ def fit_consensus(values: torch.Tensor, *, robust: bool = True, prior: GaussianB
         Form of ``Σ_p`` (module docstring).
     max_iterations : int
     tolerance : float
-        Stop when the lower bound rises by less than ``tolerance · |lower bound|`` in one iteration, or when
-        the consensus moves by less than ``tolerance`` (mean absolute change of ``μ_T̃``, link units).
+        Stop when one iteration moves no voxel's ``μ_T̃`` by more than ``tolerance`` (link units) and
+        changes no ``τ̂`` by more than the fraction ``tolerance`` (module docstring).
     min_variance : float
         Floor of every eigenvalue of ``Σ_p`` (link units squared), so that precisions stay finite when
         raters agree exactly. Every update is the best one under this constraint (and that of ``Σ_T``), so
@@ -502,7 +517,8 @@ def fit_consensus(values: torch.Tensor, *, robust: bool = True, prior: GaussianB
         prior_mean = band_of(prior_box["mean"])
 
     history: list[float] = []
-    previous_mean = None
+    previous_mean = previous_tau = None
+    change = math.inf
     converged = False
     iteration = 0
     for iteration in range(1, max_iterations + 1):
@@ -592,20 +608,24 @@ def fit_consensus(values: torch.Tensor, *, robust: bool = True, prior: GaussianB
 
         if progress is not None:
             progress(iteration / max_iterations, f"iteration {iteration}: lower bound {bound:.8g}")
-        change = _sum64((mean - previous_mean).abs()) / mean.numel() if previous_mean is not None else math.inf
-        previous_mean = mean
-        bound_settled = len(history) >= 2 and abs(history[-1] - history[-2]) <= tolerance * abs(history[-1])
-        if change <= tolerance or bound_settled:
+        if previous_mean is not None:
+            change = float((mean - previous_mean).abs().max())
+            if previous_tau is not None:
+                change = max(change, float((tau / previous_tau).log_().abs_().max()))
+        previous_mean, previous_tau = mean, tau
+        if change <= tolerance:
             converged = True
             break
 
     if progress is not None:
-        progress(1.0, f"{'converged' if converged else 'stopped'} after {iteration} iterations")
+        progress(1.0, f"converged after {iteration} iterations" if converged else
+                 f"stopped after {iteration} iterations: the last one still changed the consensus or a weight "
+                 f"by {change:.2g} (tolerance {tolerance:g}); raise max_iterations to go on")
     return ConsensusEstimate(
         mean=rotation.to(dtype) @ mean, variance=consensus.trace / d, tau=tau,
         bias=(bias @ rotation.T).cpu().numpy(), covariance=(rotation @ sigma @ rotation.T).cpu().numpy(),
         nu=np.asarray(nu, float), beta=float(beta), alpha=float(alpha), prior_variance=float(prior_variance),
-        lower_bound=history, n_iterations=iteration, converged=converged)
+        lower_bound=history, n_iterations=iteration, converged=converged, last_change=change)
 
 
 def _lower_bound(*, n_voxels, d, sigma, precision, scatter_total, tau_sum, log_tau_sum, nu, robust, bias, bias_cov,
