@@ -48,9 +48,8 @@ units) and no weight ``τ̂`` changes by more than the fraction ``tolerance``, o
 (``converged`` and ``last_change`` say which). Both are the largest change, not a mean, because the fit
 settles unevenly. The slowest voxels are the few where every rater is an outlier (all ``τ̂`` small):
 there the spatial prior decides the consensus, and prior and consensus follow each other one step per
-iteration. On large boxes ``α`` itself creeps: the box's voxels without data are filled with the prior's
-own mean, an EM over missing values that converges at the rate of their share of the box. A mean change
-or the bound's relative rise is small long before either has settled: on 7 raters at 256 × 256 × 104
+iteration. On large boxes the hyperparameters creep as well (``α``, below). A mean change or the
+bound's relative rise is small long before they have settled: on 7 raters at 256 × 256 × 104
 voxels the earlier rule (mean change or relative rise below 1e-4) stopped after 17 iterations with 665
 voxels of the consensus mask on the other side of where they are after 400, and ``τ̂`` off by a factor of
 up to e⁴; on 12 Colin27 structures the Student-t fit needs 180–420 iterations to settle to 1e-3. The
