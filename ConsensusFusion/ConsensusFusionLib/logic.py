@@ -159,8 +159,8 @@ class ConsensusFusionLogic:
 
     def fuse(self, raters, imageVolume=None, method: str = "student-t",
              smoothness: float = DEFAULT_SMOOTHNESS_MM, mixture: bool = False, scale: float = 1.0,
-             link: str = "sqrt", outputs: FusionOutputs | None = None, progress: Progress | None = None,
-             device: str = "cpu") -> FusionOutputs:
+             link: str = "sqrt", maxIterations: int = 500, outputs: FusionOutputs | None = None,
+             progress: Progress | None = None, device: str = "cpu") -> FusionOutputs:
         """Fuse raters into a consensus, with per-rater τ maps and a rater table.
 
         Parameters
@@ -184,6 +184,9 @@ class ConsensusFusionLogic:
             paper's) or logit. For smooth probability volumes (a network's softmax) the logit fuses what a
             network computes, its logits (bench/colin27_fusion_table.py); frequency maps of a few samples, mostly
             exactly 0 or 1, fuse better with the square root (bench/frequency_maps_fusion.py).
+        maxIterations : int
+            Cap on the Student-t and Gaussian fits' iterations; they stop earlier once nothing moves by more
+            than 1e-3, and ``summary`` says when the cap stopped them. Large structures may need more.
         outputs : FusionOutputs, optional
             Nodes to overwrite (never an input node; lists are reused in order); others are created, named
             after the first rater segmentation ("Raters" for volumes). The same object is returned, filled in.
@@ -208,6 +211,8 @@ class ConsensusFusionLogic:
             raise ValueError(f"scale must be a positive length in mm, got {scale}")
         if link not in LINKS:
             raise ValueError(f"unknown link {link!r}; choose one of {list(LINKS)}")
+        if isinstance(maxIterations, bool) or not isinstance(maxIterations, (int, np.integer)) or maxIterations < 1:
+            raise ValueError(f"maxIterations must be a positive integer, got {maxIterations!r}")
         if mixture and method not in ("student-t", "gaussian"):
             raise ValueError(f"the mixture of consensuses needs the Student-t or Gaussian method, not {method!r}")
         if outputs is not None and not isinstance(outputs, FusionOutputs):
@@ -228,6 +233,7 @@ class ConsensusFusionLogic:
         options = dict(spacing=geometry_of_volume(read.grid).spacing, image=image, kind=read.kind,
                        names=read.names, scale_mm=float(scale), link=link, spatial_prior=smoothness > 0,
                        smoothness_mm=float(smoothness) if smoothness > 0 else DEFAULT_SMOOTHNESS_MM,
+                       max_iterations=int(maxIterations),
                        progress=lambda f, m: run.report(0.05 + 0.8 * f, f"{method}: {m}"), device=device)
         if mixture:
             fused = fusion.fuse_mixture(read.arrays, method, **options)

@@ -63,6 +63,9 @@ def test_student_t_tau_is_low_where_a_rater_is_an_outlier_and_is_shown(hippocamp
     # Drawn where the rater was down-weighted (the rim), transparent where it is fully trusted.
     assert display.GetApplyThreshold()
     assert tau[OUTLIER][rim].mean() < display.GetUpperThreshold() < np.percentile(tau[OUTLIER], 50)
+    assert "not converged" not in out.summary and out.result.parameters["converged"]
+    capped = logic.fuse(raters, volume, method="student-t", maxIterations=3)
+    assert "not converged: stopped after 3 iterations" in capped.summary
     with pytest.raises(ValueError, match="out of range"):
         logic.showTau(out, len(names))
     with pytest.raises(ValueError, match="no τ maps"):
@@ -258,6 +261,8 @@ def test_bad_inputs_raise_before_work_and_leave_the_scene(hippocampus):
         ({"smoothness": -1.0}, "smoothness must be"),
         ({"scale": 0.0}, "scale must be"),
         ({"link": "probit"}, "unknown link 'probit'"),
+        ({"maxIterations": 0}, "maxIterations must be a positive integer"),
+        ({"maxIterations": 2.5}, "maxIterations must be a positive integer"),
         ({"method": "staple", "mixture": True}, "needs the Student-t or Gaussian"),
         ({"outputs": FusionOutputs(consensus=raters)}, "is the input node"),
         ({"outputs": FusionOutputs(tau=[volume])}, "is the input node"),
