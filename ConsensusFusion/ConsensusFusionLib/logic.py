@@ -295,9 +295,12 @@ class ConsensusFusionLogic:
             summary += f"; {who} variance at the maps' voxel-resolution floor ({floor:.3g})"
         if n_consensus > 1:
             summary += f"; {n_consensus} clusters of raters"
-        if not fused.parameters.get("converged", True):
-            summary += (f"; not converged: stopped after {fused.parameters['n_iterations']} iterations, the last still "
-                        f"moving the consensus or a weight by {fused.parameters['last_change']:.2g}")
+        # a mixture fits one consensus per cluster: report the one furthest from settled
+        stopped = [fit for fit in fused.parameters.get("clusters", [fused.parameters]) if not fit.get("converged", True)]
+        if stopped:
+            fit = max(stopped, key=lambda fit: fit["last_change"])
+            summary += (f"; not converged: stopped after {fit['n_iterations']} iterations, the last still moving the "
+                        f"consensus or a weight by {fit['last_change']:.2g}")
         result.summary = summary
 
     def showTau(self, outputs: FusionOutputs, rater: int):  # noqa: N802

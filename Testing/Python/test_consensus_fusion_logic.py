@@ -195,6 +195,9 @@ def test_mixture_separates_a_cluster_of_raters(slicer_scene):
     for rater, structure in (("h1", hippocampus), ("t1", thalamus)):
         consensus = segment_mask(out.consensus, consensus_ids[int(clusters[rater]) - 1], volume)
         assert metrics.dice(consensus, structure) > 0.8, rater
+    assert "not converged" not in out.summary
+    capped = ConsensusFusionLogic().fuse(segmentation, volume, method="student-t", mixture=True, maxIterations=2)
+    assert "not converged: stopped after 2 iterations" in capped.summary
 
 
 def test_output_nodes_are_reused_only_when_passed(hippocampus):
