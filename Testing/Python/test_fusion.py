@@ -103,6 +103,41 @@ def test_spatial_prior_matches_the_dense_model():
     assert out["weights_sq"] == pytest.approx(float((solution[1:] ** 2).sum()), rel=1e-8)
 
 
+def test_spatial_prior_fits_the_observed_voxels_only():
+    """``posterior_on``: conjugate gradients reach the ridge-with-intercept fit to the observed voxels alone
+    (dense solve), and their first step already does at least as well as one turn of the alternation they
+    replace (:meth:`posterior` with the unobserved voxels set to the previous prior mean)."""
+    prior = GaussianBasisPrior((6, 7, 9), (2.0, 1.0, 1.5), 3.0, 2.5, dtype=torch.float64)
+    phi = _dense_phi(prior)
+    rng = np.random.default_rng(2)
+    observed = np.zeros(phi.shape[0], dtype=bool)
+    observed[rng.choice(phi.shape[0], phi.shape[0] // 3, replace=False)] = True
+    consensus = rng.normal(size=(2, phi.shape[0])) + 3.0
+    sigma_t, alpha = 0.3, 0.7
+    design = np.hstack([np.ones((phi.shape[0], 1)), phi])[observed]
+    penalty = np.diag([0.0] + [alpha * sigma_t] * phi.shape[1])
+    solution = np.linalg.solve(design.T @ design + penalty, design.T @ consensus[:, observed].T)
+    exact = (np.hstack([np.ones((phi.shape[0], 1)), phi]) @ solution).T
+
+    def objective(out):
+        misfit = consensus[:, observed] - out["mean"].numpy().reshape(2, -1)[:, observed]
+        return float((misfit ** 2).sum() / (2 * sigma_t) + alpha * out["weights_sq"] / 2)
+
+    box = lambda x: torch.from_numpy(x.reshape(2, 6, 7, 9))                                      # noqa: E731
+    mask = torch.from_numpy(observed.reshape(6, 7, 9))
+    start = prior.posterior(box(np.full_like(consensus, 3.0)), sigma_t, alpha)
+    alternation = prior.posterior(box(np.where(observed, consensus, start["mean"].numpy().reshape(2, -1))),
+                                  sigma_t, alpha)
+    one_step = prior.posterior_on(box(consensus), mask, start, sigma_t, alpha, steps=1)
+    assert objective(one_step) <= objective(alternation) + 1e-9
+    solved = prior.posterior_on(box(consensus), mask, start, sigma_t, alpha, steps=300)
+    np.testing.assert_allclose(solved["mean"].numpy().reshape(2, -1), exact, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(solved["intercept"].numpy(), solution[0], rtol=1e-6)
+    assert solved["weights_sq"] == pytest.approx(float((solution[1:] ** 2).sum()), rel=1e-6)
+    assert objective(solved) < objective(alternation)
+    assert solved["sum_s"] == start["sum_s"]                        # q(W)'s covariance is the whole box's
+
+
 def test_spatial_prior_checks_its_lengths():
     with pytest.raises(ValueError, match="basis spacing"):
         GaussianBasisPrior((4, 4), (1.0, 1.0), 0.0)

@@ -176,11 +176,87 @@ class GaussianBasisPrior:
         shape = (d, *([1] * len(self.shape)))
         weights = (coefficients - intercept.to(dtype).reshape(shape) * self._ones.to(dtype)).mul_(gain.to(dtype))
         mean = self.expand(weights) + intercept.to(dtype).reshape(shape)
+        return self._posterior_dict(mean, intercept, weights, s)
+
+    def _posterior_dict(self, mean, intercept, weights, s) -> dict:
         return {
             "mean": mean,
             "intercept": intercept,
+            "weights": weights,
             "sum_s": float(s.sum()),
             "sum_lambda_s": float((self.eigenvalues * s).sum()),
             "weights_sq": float(weights.square().sum(dtype=torch.float64)),
             "log_det": float(torch.log(s).sum()),
         }
+
+    def posterior_on(self, consensus_mean: torch.Tensor, observed: torch.Tensor, start: dict, prior_variance: float,
+                     alpha: float, steps: int = 3) -> dict:
+        """:meth:`posterior` when only the voxels ``observed`` have a consensus; the others' ``q(T̃_n)`` is at its
+        optimum, the prior itself.
+
+        Jointly optimal, the prior mean ``w_0 + Φ μ_W`` fits the observed voxels only: with ``z = (Uᵀ μ_W, w_0)``
+        it solves ``A z = b``, ``A = [ΦU, 1]ᵀ O [ΦU, 1] / Σ_T + diag(α, 0)``, ``b = [ΦU, 1]ᵀ O μ_T̃ / Σ_T`` (``O``
+        selects the observed voxels), and ``Σ_W`` stays that of :meth:`posterior`. Alternating :meth:`posterior`
+        with setting the other voxels to the prior mean is the Richardson iteration of this system
+        preconditioned by the whole box's ``M`` (``O = I``, inverted in closed form in the eigen-coordinates);
+        it is slow when most of the box is unobserved (the weights there shrink by a factor
+        ``~ λ_l / (λ_l + α Σ_T)`` per iteration). Here ``steps`` steps of conjugate gradients with the same
+        preconditioner, from ``start`` (the previous result), minimise the same quadratic, so the bound rises
+        at least as much as with the alternation. Each step costs one expansion and one projection.
+
+        Parameters
+        ----------
+        consensus_mean : Tensor, (d, *shape)
+            ``μ_T̃`` on the box (only its observed voxels are read).
+        observed : Tensor of bool, shape
+        start : dict
+            A previous result of :meth:`posterior` or of this method.
+        """
+        d = consensus_mean.shape[0]
+        dtype = consensus_mean.dtype
+        shape = (d, *([1] * len(self.shape)))
+        mask = observed.to(dtype)
+        s = 1.0 / (self.eigenvalues / prior_variance + alpha)
+        ones = self._ones64
+        # the intercept row of M: Schur complement of the diagonal block 1 / s
+        schur = float(np.prod(self.shape)) / prior_variance - float((s * ones.square()).sum()) / prior_variance ** 2
+
+        def precondition(r_w, r_0):
+            w0 = (r_0 - (s * ones * r_w).reshape(d, -1).sum(dim=1) / prior_variance) / schur
+            return s * (r_w - ones * w0.reshape(shape) / prior_variance), w0
+
+        def on_observed(x):
+            """``[ΦU, 1]ᵀ O x / Σ_T`` in float64."""
+            x = x * mask
+            return (self.project(x).to(torch.float64) / prior_variance,
+                    x.reshape(d, -1).sum(dim=1).to(torch.float64) / prior_variance)
+
+        weights = start["weights"].to(torch.float64, copy=True)
+        intercept = start["intercept"].to(torch.float64).clone()
+        mean = start["mean"].clone()
+        r_w, r_0 = on_observed(consensus_mean - mean)
+        r_w -= alpha * weights
+        p_w = p_0 = ry_previous = None
+        for _ in range(steps):
+            y_w, y_0 = precondition(r_w, r_0)
+            ry = float((r_w * y_w).sum() + (r_0 * y_0).sum())
+            if ry <= 0.0:
+                break
+            if ry_previous is None:
+                p_w, p_0 = y_w, y_0
+            else:
+                p_w, p_0 = y_w + (ry / ry_previous) * p_w, y_0 + (ry / ry_previous) * p_0
+            ry_previous = ry
+            direction = self.expand(p_w.to(dtype)) + p_0.to(dtype).reshape(shape)       # [ΦU, 1] p
+            q_w, q_0 = on_observed(direction)
+            q_w += alpha * p_w
+            curvature = float((p_w * q_w).sum() + (p_0 * q_0).sum())
+            if curvature <= 0.0:
+                break
+            step = ry / curvature
+            weights += step * p_w
+            intercept += step * p_0
+            mean += step * direction
+            r_w -= step * q_w
+            r_0 -= step * q_0
+        return self._posterior_dict(mean, intercept, weights.to(dtype), s)
