@@ -300,7 +300,7 @@ class ConsensusFusionLogic:
         if stopped:
             fit = max(stopped, key=lambda fit: fit["last_change"])
             summary += (f"; not converged: stopped after {fit['n_iterations']} iterations, the last still moving the "
-                        f"consensus or a weight by {fit['last_change']:.2g}")
+                        f"consensus, a weight or a hyperparameter by {fit['last_change']:.2g}")
         result.summary = summary
 
     def showTau(self, outputs: FusionOutputs, rater: int):  # noqa: N802

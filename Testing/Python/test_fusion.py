@@ -249,12 +249,15 @@ def test_fit_stops_when_every_voxel_has_settled(truth, gpssi_raters):
     """The stopping rule reads the largest change, not a mean: at the default tolerance the consensus and
     the weights are close to those of a fit run a hundred times tighter, everywhere. (The earlier rule,
     mean change or relative rise of the bound below 1e-4, stopped here after 10 iterations: probabilities
-    0.035 and τ a factor 1.6 away, 3 voxels of the mask flipped.) A fit cut short says so."""
+    0.035 and τ a factor 1.6 away, 3 voxels of the mask flipped.) The late voxels' local steps and the
+    prior's conjugate gradients get there in 25 iterations (73 without them; measured differences to the
+    tight fit 0.0008 and a factor 1.02). A fit cut short says so."""
     raters = list(gpssi_raters)
     raters[0] = raters[0] | ellipsoid(centre=(10, 15, 24), radii=(4, 4, 4))            # a local outlier
     default = fuse(raters, "student-t")
     tight = fuse(raters, "student-t", tolerance=1e-5, max_iterations=2000)
     assert default.parameters["converged"] and tight.parameters["converged"]
+    assert default.parameters["n_iterations"] < 50
     assert default.parameters["last_change"] <= 1e-3 and tight.parameters["last_change"] <= 1e-5
     assert np.abs(default.probabilities - tight.probabilities).max() < 0.01
     assert np.abs(np.log(default.tau / tight.tau)).max() < 0.1

@@ -286,7 +286,7 @@ def fuse(raters, method: str = "student-t", *, spacing: Sequence[float] | None =
         Prepare the maps on the bounding box of the raters' foreground only (``False``: the whole grid).
     max_iterations, tolerance
         Variational Bayes stopping rule: stop when one iteration moves no voxel's consensus by more than
-        ``tolerance`` (link units) and changes no weight τ by more than that fraction
+        ``tolerance`` (link units) and changes no weight τ and no hyperparameter by more than that fraction
         (:func:`~.student_t.fit_consensus`); ``parameters`` reports ``converged`` and ``last_change``.
     progress : callable(fraction, message), optional
     device : {"cpu", "cuda"}
