@@ -49,7 +49,7 @@ more than the fraction ``tolerance``, or at ``max_iterations`` (``converged`` an
 which). These are the largest changes, not a mean, because the fit settles unevenly; a mean change or the
 bound's relative rise is small long before it has settled (on 7 raters at 256 × 256 × 104 voxels an
 earlier rule, mean change or relative rise below 1e-4, stopped after 17 iterations with 665 voxels of
-the consensus mask on the other side, ``τ̂`` off by a factor of up to e⁴ and ``α`` at a third of its
+the consensus mask on the other side, ``τ̂`` off by a factor of up to e⁴ and ``α`` at about half its
 value at the optimum).
 
 Voxels that settle late
