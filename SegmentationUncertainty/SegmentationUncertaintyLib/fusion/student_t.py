@@ -73,6 +73,17 @@ On the benchmark case (``bench/bench_fusion.py``) the Student-t fit now converge
 the Gaussian fit takes 54 iterations where the alternation stopped after 16 with ``α`` at half its value
 at the optimum and a bound 53,000 nats lower. The masks hardly change (Dice to the truth within 1e-4).
 
+When the data do not support the smoothness prior
+-------------------------------------------------
+Converged, the fit can find that the band's data are better explained without the smooth component:
+``α`` then grows without bound (the prior mean tends to its intercept) and the bound keeps rising, so the
+fit runs to ``max_iterations`` and says it has not converged. Measured on two raters, the frequency maps of
+5 GPSSI and 5 log-odds samples of the MNI152 lateral ventricles (uncropped, square-root link, 2 mm bases):
+``α`` 7,000 after 85 iterations, 62,000 after 500, Dice to the reference 0.942 (the earlier alternation had
+stopped at 85 iterations with 0.954); with 4 mm bases the fit converges (Dice 0.956), and with
+``prior=None`` it converges in 8 iterations with 0.973 (the raters' mean frequency: 0.980). Such raters are
+better fused without the prior.
+
 The floor of ``Σ_T``
 --------------------
 Without it the bound has a degenerate optimum wherever one rater's map lies in the span of the bases
