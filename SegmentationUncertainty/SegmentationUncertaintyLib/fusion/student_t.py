@@ -79,8 +79,8 @@ Converged, the fit can find that the band's data are better explained without th
 ``α`` then grows without bound (the prior mean tends to its intercept) and the bound keeps rising, so the
 fit runs to ``max_iterations`` and says it has not converged. Measured on two raters, the frequency maps of
 5 GPSSI and 5 log-odds samples of the MNI152 lateral ventricles (uncropped, square-root link, 2 mm bases):
-``α`` 7,000 after 85 iterations, 62,000 after 500, Dice to the reference 0.942 (the earlier alternation had
-stopped at 85 iterations with 0.954); with 4 mm bases the fit converges (Dice 0.956), and with
+``α`` reaches 62,000 after 500 iterations, Dice to the reference 0.942 (the earlier alternation had stopped
+after 85 iterations with ``α`` at 7,000 and Dice 0.954); with 4 mm bases the fit converges (Dice 0.956), and with
 ``prior=None`` it converges in 8 iterations with 0.973 (the raters' mean frequency: 0.980). Such raters are
 better fused without the prior.
 
@@ -720,8 +720,8 @@ def fit_consensus(values: torch.Tensor, *, robust: bool = True, prior: GaussianB
 
     if progress is not None:
         progress(1.0, f"converged after {iteration} iterations" if converged else
-                 f"stopped after {iteration} iterations: the last one still changed the consensus, a weight or a hyperparameter "
-                 f"by {change:.2g} (tolerance {tolerance:g}); raise max_iterations to go on")
+                 f"stopped after {iteration} iterations: the last one still changed the consensus, a weight or a "
+                 f"hyperparameter by {change:.2g} (tolerance {tolerance:g}); raise max_iterations to go on")
     return ConsensusEstimate(
         mean=rotation.to(dtype) @ mean, variance=consensus.trace / d, tau=tau,
         bias=(bias @ rotation.T).cpu().numpy(), covariance=(rotation @ sigma @ rotation.T).cpu().numpy(),
