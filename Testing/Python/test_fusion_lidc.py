@@ -40,3 +40,23 @@ def test_student_t_beats_every_baseline_on_lidc(table):
     for method in ("gaussian", "staple", "majority"):
         assert methods["student-t"]["mean_dice"] > methods[method]["mean_dice"], method
         assert methods["student-t"]["mean_hd95_mm"] < methods[method]["mean_hd95_mm"], method
+
+
+@pytest.mark.slow
+def test_held_out_table_takes_each_radiologist_in_turn():
+    """The held-out mode of bench/lidc_fusion_table.py: one case per radiologist of the nodule, every method
+    scored, in both ways of adding the corrupted rater."""
+    from SegmentationUncertaintyLib.sample_data import load_lidc_nodules
+
+    module = bench_scripts.load("lidc_fusion_table")
+    n_radiologists = len(load_lidc_nodules(10.0, 3, limit=1)[0].masks)
+    for inject in ("add", "replace"):
+        table = module.held_out_table(1, inject)
+        print("\n" + module.markdown_held_out(table))
+        assert table["n_cases"] == n_radiologists and table["inject"] == inject
+        assert set(table["methods"]) == set(module.HELD_OUT_METHODS)
+        for method, row in table["methods"].items():
+            assert 0.5 < row["mean_dice"] < 1.0, method
+            assert 0.0 < row["mean_hd95_mm"] < 10.0, method
+    with pytest.raises(ValueError, match="inject must be 'add' or 'replace'"):
+        module.held_out_table(1, "copy")
