@@ -8,7 +8,7 @@ the table gives, per method, the mean Dice and the mean / median HD95 (mm) to th
 it is the best. Run as ``python bench/lidc_fusion_table.py [n_nodules]``; prints a Markdown table and
 a final JSON line. :func:`lidc_table` is what ``Testing/Python/test_fusion_lidc.py`` checks.
 
-The truth above is a vote of the raters being fused, which favours the vote. ``python bench/lidc_fusion_table.py
+The truth above is a vote of the raters being fused, so it is not independent of them. ``python bench/lidc_fusion_table.py
 [n_nodules] held-out [add|replace]`` (:func:`held_out_table`) takes each radiologist in turn as the truth and fuses
 the others plus a corrupted copy of the first of them (``add``), or the others with the first of them corrupted
 (``replace``); the Student-t and Gaussian models also run without the spatial prior. Measured on 30 nodules
@@ -150,12 +150,11 @@ def markdown(table: dict) -> str:
 if __name__ == "__main__":
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 30
     show = lambda i, n, name: print(f"\r{i}/{n} {name}", end="", file=sys.stderr, flush=True)  # noqa: E731
-    if len(sys.argv) > 2 and sys.argv[2] == "held-out":
+    held_out = len(sys.argv) > 2 and sys.argv[2] == "held-out"
+    if held_out:
         result = held_out_table(count, sys.argv[3] if len(sys.argv) > 3 else "add", progress=show)
-        print(file=sys.stderr)
-        print(markdown_held_out(result))
     else:
         result = lidc_table(count, progress=show)
-        print(file=sys.stderr)
-        print(markdown(result))
+    print(file=sys.stderr)
+    print(markdown_held_out(result) if held_out else markdown(result))
     print(json.dumps({m: {k: v for k, v in row.items()} for m, row in result["methods"].items()}, sort_keys=True))
