@@ -19,13 +19,15 @@ from SegmentationUncertaintyLib.fusion.inputs import uncertain_band
 from SegmentationUncertaintyLib.fusion.links import LogitLink, SqrtLink
 from SegmentationUncertaintyLib.fusion.mixture import fit_mixture, principal_coordinates
 from SegmentationUncertaintyLib.fusion.spatial_prior import GaussianBasisPrior
-from SegmentationUncertaintyLib.fusion.student_t import fit_consensus, solve_degrees_of_freedom
+from SegmentationUncertaintyLib.fusion.student_t import _settle_voxels, fit_consensus, solve_degrees_of_freedom
 from SegmentationUncertaintyLib.gpssi import GPSSISampler
 from SegmentationUncertaintyLib.metrics import dice
 
 import bench_scripts
 
 SHAPE = (20, 30, 30)
+# the fit's updates, the prior's projections and the bound on each device torch has here
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 def ellipsoid(shape=SHAPE, centre=None, radii=(7.0, 10.0, 8.0)) -> np.ndarray:
@@ -162,26 +164,27 @@ def band_values(gpssi_raters):
     return values, index, tuple(s.stop - s.start for s in box)
 
 
-def _fit(band_values, robust, with_prior, **options):
-    values, index, box_shape = band_values
+def _fit(band_values, robust, with_prior, device="cpu", **options):
+    values, index, box_shape = (band_values[0].to(device), band_values[1].to(device), band_values[2])
     if with_prior:
-        options.update(prior=GaussianBasisPrior(box_shape, (1.0, 1.0, 1.0), 3.0), band_index=index,
+        options.update(prior=GaussianBasisPrior(box_shape, (1.0, 1.0, 1.0), 3.0, device=device), band_index=index,
                        initial_box=values.mean(dim=0))
     return fit_consensus(values[:, :, index].contiguous(), robust=robust, **options)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("robust", [True, False])
 @pytest.mark.parametrize("with_prior", [True, False])
-def test_lower_bound_never_decreases(band_values, robust, with_prior):
+def test_lower_bound_never_decreases(band_values, robust, with_prior, device):
     """Every update maximises the bound over its block, so the tracked bound rises monotonically (up
     to float32 rounding), and the fit converges."""
-    estimate = _fit(band_values, robust, with_prior, max_iterations=200)
+    estimate = _fit(band_values, robust, with_prior, device, max_iterations=200)
     bound = np.asarray(estimate.lower_bound)
     assert np.all(np.diff(bound) >= -1e-6 * np.abs(bound[1:])), np.diff(bound).min()
     assert estimate.converged
     if robust:
         # ν satisfies the paper's equation −ψ(ν/2) + log(ν/2) + 1 + mean(E[log τ] − E[τ]) = 0 for the final q(τ)
-        tau = estimate.tau.double()
+        tau = estimate.tau.double().cpu()
         d = 2
         a = (estimate.nu + d) / 2
         rate = torch.as_tensor(a)[:, None] / tau
@@ -270,6 +273,30 @@ def test_fit_stops_when_every_voxel_has_settled(truth, gpssi_raters):
     assert any("stopped after 5 iterations" in m and "raise max_iterations" in m for m in messages)
 
 
+@pytest.mark.parametrize("with_prior", [True, False])
+def test_local_steps_of_isotropic_raters_match_the_general_update(with_prior):
+    """The late voxels' local steps have a lean form for ``Σ_p = σ_p² I`` (the square-root link's default);
+    with such precisions the general (full-covariance) form computes the same coordinate ascent."""
+    rng = np.random.default_rng(0)
+    n_raters, d, n_voxels = 4, 2, 300
+    values = torch.from_numpy(rng.normal(size=(n_raters, d, n_voxels)))
+    tau = torch.from_numpy(rng.gamma(2.0, 0.5, size=(n_raters, n_voxels)))
+    variances = rng.uniform(0.05, 0.5, n_raters)
+    precision = torch.from_numpy(np.eye(d)[None] / variances[:, None, None])
+    bias = torch.from_numpy(rng.normal(scale=0.1, size=(n_raters, d)))
+    bias_cov = torch.from_numpy(np.eye(d)[None] * rng.uniform(1e-3, 1e-2, n_raters)[:, None, None])
+    nu = rng.uniform(1.0, 20.0, n_raters)
+    prior_mean = torch.from_numpy(rng.normal(size=(d, n_voxels))) if with_prior else None
+    active = torch.arange(0, n_voxels, 3)
+    out = {isotropic: _settle_voxels(values, tau, active, precision, bias, bias_cov, nu, prior_mean, 0.2, isotropic,
+                                     steps=20, tolerance=0.0)
+           for isotropic in (True, False)}
+    for lean, general in zip(out[True], out[False]):
+        assert lean.shape == general.shape
+        np.testing.assert_allclose(lean.numpy(), general.numpy(), rtol=1e-10, atol=1e-12)
+    assert not torch.equal(out[True][1], tau[:, active])                   # the steps moved the weights
+
+
 def test_degrees_of_freedom_equation():
     from scipy.special import digamma
 
@@ -282,9 +309,10 @@ def test_degrees_of_freedom_equation():
 
 # ----------------------------------------------------------------------------------------------- behaviour
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("method", ["student-t", "gaussian"])
-def test_identical_raters_give_themselves_and_uniform_tau(truth, method):
-    result = fuse([truth] * 4, method)
+def test_identical_raters_give_themselves_and_uniform_tau(truth, method, device):
+    result = fuse([truth] * 4, method, device=device)
     np.testing.assert_array_equal(result.mask, truth)
     if method == "student-t":
         tau = result.tau[(slice(None), *result.domain)]
@@ -395,23 +423,25 @@ def test_mask_maps_do_not_collapse_the_rater_variances(gpssi_raters):
     assert dice(resolved.mask, collapsed.mask) > 0.99
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("method", ["student-t", "gaussian"])
-def test_over_segmenting_rater_gets_a_positive_bias(gpssi_raters, method):
+def test_over_segmenting_rater_gets_a_positive_bias(gpssi_raters, method, device):
     raters = list(gpssi_raters)
     raters[2] = ndi.binary_dilation(raters[2], iterations=2)
-    result = fuse(raters, method)
+    result = fuse(raters, method, device=device)
     assert result.bias[2, 1] > 0
     assert np.argmax(result.bias[:, 1]) == 2
     shrunk = list(gpssi_raters)
     shrunk[2] = ndi.binary_erosion(shrunk[2], iterations=2)
-    assert np.argmin(fuse(shrunk, method).bias[:, 1]) == 2
+    assert np.argmin(fuse(shrunk, method, device=device).bias[:, 1]) == 2
 
 
-def test_outlier_rater_has_low_tau_in_its_outlying_region(truth, gpssi_raters):
+@pytest.mark.parametrize("device", DEVICES)
+def test_outlier_rater_has_low_tau_in_its_outlying_region(truth, gpssi_raters, device):
     raters = list(gpssi_raters)
     blob = ellipsoid(centre=(10, 15, 24), radii=(4, 4, 4)) & ~truth
     raters[0] = raters[0] | blob
-    result = fuse(raters, "student-t")
+    result = fuse(raters, "student-t", device=device)
     tau = result.tau
     assert result.lowest_tau_rater() == 0
     assert np.median(tau[0][blob]) < 0.05 * np.median(tau[1:, blob])
@@ -516,13 +546,14 @@ def test_principal_coordinates_reconstruct():
     np.testing.assert_allclose(components @ components.T, np.eye(4), atol=1e-10)
 
 
-def test_mixture_finds_two_groups_and_their_consensuses(truth):
+@pytest.mark.parametrize("device", DEVICES)
+def test_mixture_finds_two_groups_and_their_consensuses(truth, device):
     other = truth | ellipsoid(centre=(10, 15, 24), radii=(6, 6, 6))
     group_a = list(GPSSISampler(truth, None, omega0=1.0).sample(3, seed=1))
     group_b = list(GPSSISampler(other, None, omega0=1.0).sample(3, seed=2))
     order = [0, 3, 1, 4, 2, 5]                                   # interleaved
     raters = [(group_a + group_b)[i] for i in order]
-    result = fuse_mixture(raters)
+    result = fuse_mixture(raters, device=device)
     assert result.consensuses.shape[0] == 2
     clusters = result.clusters
     assert len(set(clusters[[0, 2, 4]])) == 1 and len(set(clusters[[1, 3, 5]])) == 1

@@ -453,6 +453,9 @@ def _settle_voxels(values, tau, active, precision, bias, bias_cov, nu, prior_mea
     local_tau = tau[:, active]
     shape_a = torch.as_tensor((nu + d) / 2.0, dtype=dtype, device=device)[:, None]
     nu_t = torch.as_tensor(nu, dtype=dtype, device=device)[:, None]
+    if isotropic:
+        return _settle_isotropic(local_values, local_tau, precision, bias, bias_cov, shape_a, nu_t, local_prior,
+                                 prior_variance, steps, tolerance)
     mean = None
     for _ in range(steps):
         consensus = _Consensus(local_values, local_tau, precision, bias, local_prior, prior_variance, isotropic)
@@ -464,6 +467,43 @@ def _settle_voxels(values, tau, active, precision, bias, bias_cov, nu, prior_mea
         if settled:
             break
     return mean, local_tau
+
+
+def _settle_isotropic(values, tau, precision, bias, bias_cov, shape_a, nu_t, prior_mean, prior_variance, steps,
+                      tolerance):
+    """:func:`_settle_voxels` for ``Σ_p = σ_p² I``: the same updates as :class:`_Consensus` and
+    :func:`_expected_quadratic` with every term that is fixed during the local steps taken out of the loop.
+    The steps run on few voxels, so their cost is the number of tensor operations (kernel launches on a
+    GPU), not the arithmetic: 19 per step here against 66 through the general classes (counted on the
+    benchmark case, where these steps took 2.3 of the 3.3 s of a CUDA fit before, 0.6 s after)."""
+    dtype = values.dtype
+    n_raters, d, n_local = values.shape
+    inverse_variance = precision[:, 0, 0].to(dtype)[:, None]                                  # 1 / σ_p²  (P, 1)
+    centred = values - bias.to(dtype)[:, :, None]                                              # D̃ − μ_b  (P, d, M)
+    # b_np = ν/2 + ½ quad_np, with quad_np = (‖r‖² + d Σ_T̃n) / σ_p² + Tr(Σ_p⁻¹ Σ_bp)
+    rate_constant = 0.5 * (nu_t + torch.einsum("pkl,plk->p", precision, bias_cov).to(dtype)[:, None])
+    half_inverse_variance = 0.5 * inverse_variance
+    # the smoothness prior enters q(T̃_n) like one more rater, of weight 1 / Σ_T and value the prior mean
+    weights_scale, observations, tau_all = inverse_variance, centred, tau
+    if prior_mean is not None:
+        weights_scale = torch.cat([inverse_variance, inverse_variance.new_full((1, 1), 1.0 / prior_variance)])
+        observations = torch.cat([centred, prior_mean[None]])
+        tau_all = torch.cat([tau, tau.new_ones(1, n_local)])
+    tau = tau_all[:n_raters]
+    mean = None
+    for _ in range(steps):
+        weights = tau_all * weights_scale                                                     # (P [+ 1], M)
+        cov = weights.sum(dim=0).reciprocal_()                                                # Σ_T̃n / I  (M,)
+        new_mean = (weights[:, None, :] * observations).sum(dim=0).mul_(cov)                  # (d, M)
+        residual = (centred - new_mean).square_()
+        squared = residual[:, 0] if d == 1 else residual.sum(dim=1)                           # ‖r‖²  (P, M)
+        squared.add_(cov, alpha=d)
+        torch.div(shape_a, torch.addcmul(rate_constant, squared, half_inverse_variance), out=tau)
+        settled = mean is not None and float((new_mean - mean).abs_().max()) <= tolerance
+        mean = new_mean
+        if settled:
+            break
+    return mean, tau
 
 
 def _recentre(bias, mean, prior_mean, prior_box):
