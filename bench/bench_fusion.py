@@ -6,7 +6,11 @@ samples around it (ω0 = 4 mm², Euclidean mean), one of them with a 9 mm blob a
 Every method gets the raters' masks; the continuous ones turn them into probability maps themselves
 (Euclidean signed distances), so their times include that. Keys added to ``results``: ``student_t_s``,
 ``gaussian_s``, ``staple_s``, ``majority_s`` (best of ``rounds``; each round times every method once, in turn),
-their ratios to STAPLE (``student_t_over_staple``, ...), and each method's Dice to the blob (``*_dice``).
+their ratios to STAPLE (``student_t_over_staple``, ...), each method's Dice to the blob (``*_dice``) and
+``fusion_device``. The continuous methods run on CUDA when torch sees a GPU (``--device`` to choose); STAPLE
+and majority vote are SimpleITK's, on the CPU, in both cases.
+
+    python bench/bench_fusion.py [--device cpu|cuda] [--rounds N]
 """
 
 from __future__ import annotations
@@ -43,12 +47,13 @@ def make_raters(seed: int = 1):
 
 
 
-def run(results: dict, rounds: int = 3) -> None:
+def run(results: dict, rounds: int = 3, device: str | None = None) -> None:
     import torch
 
     from SegmentationUncertaintyLib.fusion import fuse
     from SegmentationUncertaintyLib.metrics import dice
 
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     threads = torch.get_num_threads()
     # one torch thread: the fusion is many short torch operations, and on a shared, busy machine torch's
     # 2-thread parallel regions wait for a core at each of them (10-50x slower measured); STAPLE keeps
@@ -58,8 +63,10 @@ def run(results: dict, rounds: int = 3) -> None:
         truth, raters, spacing = make_raters()
         stack = np.stack(raters)
         methods = {"student_t": "student-t", "gaussian": "gaussian", "staple": "staple", "majority": "majority"}
-        timed = best_times({key: (lambda m=method: fuse(stack, m, spacing=spacing)) for key, method in methods.items()},
-                           rounds)
+        # fuse returns numpy arrays, so a CUDA fit has finished when the timer stops
+        timed = best_times({key: (lambda m=method: fuse(stack, m, spacing=spacing, device=device))
+                            for key, method in methods.items()}, rounds)
+        results["fusion_device"] = device
         rows = []
         for key, (seconds, result) in timed.items():
             results[f"{key}_s"] = round(seconds, 4)
@@ -67,7 +74,9 @@ def run(results: dict, rounds: int = 3) -> None:
             rows.append((key, seconds, results[f"{key}_dice"], result.parameters.get("n_iterations")))
         for key, *_ in rows:
             results[f"{key}_over_staple"] = round(results[f"{key}_s"] / results["staple_s"], 3)
-        print(f"fusion of {N_RATERS} raters, {truth.shape} voxels, spacing {spacing} mm (torch threads: 1)")
+        where = torch.cuda.get_device_name() if device == "cuda" else "cpu, torch threads: 1"
+        print(f"fusion of {N_RATERS} raters, {truth.shape} voxels, spacing {spacing} mm (Student-t and Gaussian on "
+              f"{where}; best of {rounds})")
         print(f"{'method':12s} {'time s':>8s} {'/ STAPLE':>9s} {'Dice':>8s} {'iterations':>11s}")
         for key, seconds, score, iterations in rows:
             ratio = results[f"{key}_over_staple"]
@@ -77,6 +86,13 @@ def run(results: dict, rounds: int = 3) -> None:
 
 
 if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", choices=("cpu", "cuda"), default=None,
+                        help="where the Student-t and Gaussian fits run (default: cuda if torch sees a GPU)")
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds; the best of them is kept")
+    arguments = parser.parse_args()
     out: dict = {}
-    run(out)
+    run(out, arguments.rounds, arguments.device)
     print(json.dumps(out, sort_keys=True))
