@@ -477,17 +477,18 @@ def test_smoothness_control(truth):
     assert area(fuse(raters, "gaussian", spatial_prior=False).mask) > areas[2]
 
 
-def test_three_class_label_maps():
+@pytest.mark.parametrize("device", DEVICES)
+def test_three_class_label_maps(device):
     inner = ellipsoid(radii=(5, 7, 6))
     outer = ellipsoid()
     labels = outer.astype(np.uint8) + inner
-    result = fuse([labels, labels, labels], "student-t")
+    result = fuse([labels, labels, labels], "student-t", device=device)
     assert result.probabilities.shape == (3, *SHAPE)
     np.testing.assert_array_equal(result.labels, labels)
     np.testing.assert_allclose(result.probabilities.sum(axis=0), 1, atol=1e-5)
     noisy = [labels, labels, np.where(ndi.binary_dilation(inner, iterations=2), 2, labels).astype(np.uint8)]
     for method in ("student-t", "gaussian", "majority", "staple"):
-        assert (fuse(noisy, method).labels == labels).mean() > 0.99, method
+        assert (fuse(noisy, method, device=device).labels == labels).mean() > 0.99, method
 
 
 def test_probability_maps_with_a_class_axis(truth):
@@ -501,11 +502,12 @@ def test_probability_maps_with_a_class_axis(truth):
     assert with_axis.lowest_tau_rater() == 2
 
 
-def test_logit_link_and_full_covariance(truth, gpssi_raters):
-    result = fuse(gpssi_raters, "student-t", link="logit")
+@pytest.mark.parametrize("device", DEVICES)
+def test_logit_link_and_full_covariance(truth, gpssi_raters, device):
+    result = fuse(gpssi_raters, "student-t", link="logit", device=device)
     assert dice(result.mask, truth) > 0.9
     assert result.parameters["link"] == "logit"
-    full = fuse(gpssi_raters, "gaussian", covariance="full")
+    full = fuse(gpssi_raters, "gaussian", covariance="full", device=device)
     assert dice(full.mask, truth) > 0.9
 
 
