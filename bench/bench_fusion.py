@@ -1,11 +1,11 @@
 """Consensus fusion of 7 raters at 256 x 256 x 104 voxels: Student-t (with spatial prior), Gaussian, SimpleITK
-STAPLE and majority vote, timed in the same process.
+STAPLE and majority vote, timed in the same process; also the Student-t without the spatial prior.
 
 Case: the smooth irregular blob of ``bench_geodesic.py`` (spacing (2.5, 1, 1) mm), 7 raters drawn as GPSSI
 samples around it (ω0 = 4 mm², Euclidean mean), one of them with a 9 mm blob added (a local outlier).
 Every method gets the raters' masks; the continuous ones turn them into probability maps themselves
 (Euclidean signed distances), so their times include that. Keys added to ``results``: ``student_t_s``,
-``gaussian_s``, ``staple_s``, ``majority_s`` (best of ``rounds``; each round times every method once, in turn),
+``gaussian_s``, ``staple_s``, ``majority_s``, ``student_t_no_prior_s`` (best of ``rounds``; each round times every method once, in turn),
 their ratios to STAPLE (``student_t_over_staple``, ...), each method's Dice to the blob (``*_dice``) and
 ``fusion_device``. The continuous methods run on CUDA when torch sees a GPU (``--device`` to choose); STAPLE
 and majority vote are SimpleITK's, on the CPU, in both cases.
@@ -62,10 +62,12 @@ def run(results: dict, rounds: int = 3, device: str | None = None) -> None:
     try:
         truth, raters, spacing = make_raters()
         stack = np.stack(raters)
-        methods = {"student_t": "student-t", "gaussian": "gaussian", "staple": "staple", "majority": "majority"}
+        methods = {"student_t": ("student-t", True), "gaussian": ("gaussian", True), "staple": ("staple", True),
+                   "majority": ("majority", True), "student_t_no_prior": ("student-t", False)}
         # fuse returns numpy arrays, so a CUDA fit has finished when the timer stops
-        timed = best_times({key: (lambda m=method: fuse(stack, m, spacing=spacing, device=device))
-                            for key, method in methods.items()}, rounds)
+        timed = best_times({key: (lambda m=method, prior=prior: fuse(stack, m, spacing=spacing, spatial_prior=prior,
+                                                                     device=device))
+                            for key, (method, prior) in methods.items()}, rounds)
         results["fusion_device"] = device
         rows = []
         for key, (seconds, result) in timed.items():
@@ -77,10 +79,10 @@ def run(results: dict, rounds: int = 3, device: str | None = None) -> None:
         where = torch.cuda.get_device_name() if device == "cuda" else "cpu, torch threads: 1"
         print(f"fusion of {N_RATERS} raters, {truth.shape} voxels, spacing {spacing} mm (Student-t and Gaussian on "
               f"{where}; best of {rounds})")
-        print(f"{'method':12s} {'time s':>8s} {'/ STAPLE':>9s} {'Dice':>8s} {'iterations':>11s}")
+        print(f"{'method':18s} {'time s':>8s} {'/ STAPLE':>9s} {'Dice':>8s} {'iterations':>11s}")
         for key, seconds, score, iterations in rows:
             ratio = results[f"{key}_over_staple"]
-            print(f"{key:12s} {seconds:8.3f} {ratio:9.2f} {score:8.4f} {str(iterations or ''):>11s}")
+            print(f"{key:18s} {seconds:8.3f} {ratio:9.2f} {score:8.4f} {str(iterations or ''):>11s}")
     finally:
         torch.set_num_threads(threads)
 
