@@ -288,6 +288,7 @@ def test_local_steps_of_isotropic_raters_match_the_general_update(with_prior):
     nu = rng.uniform(1.0, 20.0, n_raters)
     prior_mean = torch.from_numpy(rng.normal(size=(d, n_voxels))) if with_prior else None
     active = torch.arange(0, n_voxels, 3)
+    before = tau.clone()
     out = {isotropic: _settle_voxels(values, tau, active, precision, bias, bias_cov, nu, prior_mean, 0.2, isotropic,
                                      steps=20, tolerance=0.0)
            for isotropic in (True, False)}
@@ -295,6 +296,7 @@ def test_local_steps_of_isotropic_raters_match_the_general_update(with_prior):
         assert lean.shape == general.shape
         np.testing.assert_allclose(lean.numpy(), general.numpy(), rtol=1e-10, atol=1e-12)
     assert not torch.equal(out[True][1], tau[:, active])                   # the steps moved the weights
+    assert torch.equal(tau, before)                                         # on a copy: the fit's τ̂ is untouched
 
 
 def test_degrees_of_freedom_equation():
