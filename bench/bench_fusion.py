@@ -5,10 +5,10 @@ Case: the smooth irregular blob of ``bench_geodesic.py`` (spacing (2.5, 1, 1) mm
 samples around it (ω0 = 4 mm², Euclidean mean), one of them with a 9 mm blob added (a local outlier).
 Every method gets the raters' masks; the continuous ones turn them into probability maps themselves
 (Euclidean signed distances), so their times include that. Keys added to ``results``: ``student_t_s``,
-``gaussian_s``, ``staple_s``, ``majority_s``, ``student_t_no_prior_s`` (best of ``rounds``; each round times every method once, in turn),
-their ratios to STAPLE (``student_t_over_staple``, ...), each method's Dice to the blob (``*_dice``) and
-``fusion_device``. The continuous methods run on CUDA when torch sees a GPU (``--device`` to choose); STAPLE
-and majority vote are SimpleITK's, on the CPU, in both cases.
+``gaussian_s``, ``staple_s``, ``majority_s``, ``student_t_no_prior_s`` (best of ``rounds``; each round times
+every method once, in turn), their ratios to STAPLE (``student_t_over_staple``, ...), each method's Dice to
+the blob (``*_dice``) and ``fusion_device``. The continuous methods run on CUDA when torch sees a GPU
+(``--device`` to choose); STAPLE and majority vote are SimpleITK's, on the CPU, in both cases.
 
     python bench/bench_fusion.py [--device cpu|cuda] [--rounds N]
 """
@@ -62,12 +62,11 @@ def run(results: dict, rounds: int = 3, device: str | None = None) -> None:
     try:
         truth, raters, spacing = make_raters()
         stack = np.stack(raters)
-        methods = {"student_t": ("student-t", True), "gaussian": ("gaussian", True), "staple": ("staple", True),
-                   "majority": ("majority", True), "student_t_no_prior": ("student-t", False)}
+        methods = {"student_t": ("student-t", {}), "gaussian": ("gaussian", {}), "staple": ("staple", {}),
+                   "majority": ("majority", {}), "student_t_no_prior": ("student-t", {"spatial_prior": False})}
         # fuse returns numpy arrays, so a CUDA fit has finished when the timer stops
-        timed = best_times({key: (lambda m=method, prior=prior: fuse(stack, m, spacing=spacing, spatial_prior=prior,
-                                                                     device=device))
-                            for key, (method, prior) in methods.items()}, rounds)
+        timed = best_times({key: (lambda m=method, o=options: fuse(stack, m, spacing=spacing, device=device, **o))
+                            for key, (method, options) in methods.items()}, rounds)
         results["fusion_device"] = device
         rows = []
         for key, (seconds, result) in timed.items():

@@ -496,9 +496,7 @@ def _settle_isotropic(values, tau, precision, bias, bias_cov, shape_a, nu_t, pri
         weights = tau_all * weights_scale                                                     # (P [+ 1], M)
         cov = weights.sum(dim=0).reciprocal_()                                                # Σ_T̃n / I  (M,)
         new_mean = (weights[:, None, :] * observations).sum(dim=0).mul_(cov)                  # (d, M)
-        residual = (centred - new_mean).square_()
-        squared = residual[:, 0] if d == 1 else residual.sum(dim=1)                           # ‖r‖²  (P, M)
-        squared.add_(cov, alpha=d)
+        squared = (centred - new_mean).square_().sum(dim=1).add_(cov, alpha=d)                # ‖r‖² + d Σ_T̃n
         torch.div(shape_a, torch.addcmul(rate_constant, squared, half_inverse_variance), out=tau)
         settled = mean is not None and float((new_mean - mean).abs_().max()) <= tolerance
         mean = new_mean
