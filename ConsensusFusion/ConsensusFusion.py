@@ -13,7 +13,7 @@ from slicer.util import VTKObservationMixin
 
 from ConsensusFusionLib.logic import METHODS, FusionOutputs
 from ConsensusFusionLib.logic import ConsensusFusionLogic as FusionLogic
-from SegmentationUncertaintyLib.fusion import DEFAULT_SMOOTHNESS_MM
+from SegmentationUncertaintyLib.fusion import DEFAULT_SMOOTHNESS_MM, default_smoothness_mm
 from SegmentationUncertaintyLib.fusion.links import LINKS
 from SegmentationUncertaintyLogic.nodes import Cancelled, segment_ids
 from SegmentationUncertaintyLogic.overlays import show_map_overlay
@@ -51,6 +51,7 @@ class ConsensusFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._raters = []  # (segmentation node, segment ID) of each row of the rater list
+        self._raterKind = "mask"  # of the checked raters: "mask" (segments) or "probability" (volumes)
         self._cancelRequested = False
 
     def setup(self) -> None:
@@ -63,6 +64,7 @@ class ConsensusFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, lambda *_: self.setParameterNode(None))
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.raterSegmentationsSelector.connect("checkedNodesChanged()", self.updateRaterList)
+        self.ui.raterVolumesSelector.connect("checkedNodesChanged()", self.updateRaterKind)
         self.ui.fuseButton.connect("clicked(bool)", self.onFuse)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
         self.ui.raterTableView.connect("clicked(QModelIndex)", self.onRaterClicked)
@@ -114,6 +116,17 @@ class ConsensusFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 item.setCheckState(qt.Qt.Checked)
                 self.ui.raterListWidget.addItem(item)
                 self._raters.append((node, segmentId))
+        self.updateRaterKind()
+
+    def updateRaterKind(self) -> None:
+        """Each kind of rater starts from its own smoothness: probability volumes fuse better without the prior."""
+        raters = self.checkedRaters()
+        if not raters or not self._parameterNode:
+            return
+        kind = "mask" if isinstance(raters[0], tuple) else "probability"
+        if kind != self._raterKind:
+            self._raterKind = kind
+            self._parameterNode.smoothness = default_smoothness_mm(kind)
 
     def checkedRaters(self) -> list:
         """The checked segments, or else the checked probability volumes."""

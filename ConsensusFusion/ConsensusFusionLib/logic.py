@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 
 from SegmentationUncertaintyLib import fusion
-from SegmentationUncertaintyLib.fusion import DEFAULT_SMOOTHNESS_MM
+from SegmentationUncertaintyLib.fusion import DEFAULT_SMOOTHNESS_MM, default_smoothness_mm
 from SegmentationUncertaintyLib.fusion.links import LINKS
 from SegmentationUncertaintyLogic.nodes import (Cancelled, LogicRun, add_segment, distinct_colors,
                                                 geometry_of_volume, mark_probability_map, new_or_cleared_segmentation,
@@ -158,7 +158,7 @@ class ConsensusFusionLogic:
         return _Raters(np.stack(masks), "mask", names, nodes, grid, segments[0][0].GetName())
 
     def fuse(self, raters, imageVolume=None, method: str = "student-t",
-             smoothness: float = DEFAULT_SMOOTHNESS_MM, mixture: bool = False, scale: float = 1.0,
+             smoothness: float | None = None, mixture: bool = False, scale: float = 1.0,
              link: str = "sqrt", maxIterations: int = 500, outputs: FusionOutputs | None = None,
              progress: Progress | None = None, device: str = "cpu") -> FusionOutputs:
         """Fuse raters into a consensus, with per-rater τ maps and a rater table.
@@ -172,8 +172,10 @@ class ConsensusFusionLogic:
             The output grid (default: the first rater's) and, for segments, the image of the geodesic distance.
         method : str
             ``"student-t"`` (robust: τ maps), ``"gaussian"``, ``"staple"`` or ``"majority"`` (:data:`METHODS`).
-        smoothness : float
+        smoothness : float, optional
             Spacing (mm) of the consensus's Gaussian bases (Student-t and Gaussian); 0 = no smoothness prior.
+            Default: 2 mm for segments, 0 for probability volumes, which are smooth already and fuse better
+            and far faster without it (``SegmentationUncertaintyLib.fusion.default_smoothness_mm``).
         mixture : bool
             Mixture of consensuses: raters who disagree systematically get their own consensus
             (Student-t and Gaussian only); the table's ``cluster`` says whose.
@@ -205,7 +207,7 @@ class ConsensusFusionLogic:
         """
         if method not in METHODS:
             raise ValueError(f"unknown fusion method {method!r}; choose one of {list(METHODS)}")
-        if not (np.isfinite(smoothness) and smoothness >= 0):
+        if smoothness is not None and not (np.isfinite(smoothness) and smoothness >= 0):
             raise ValueError(f"smoothness must be a length >= 0 in mm (0: no smoothness prior), got {smoothness}")
         if not (np.isfinite(scale) and scale > 0):
             raise ValueError(f"scale must be a positive length in mm, got {scale}")
@@ -220,6 +222,8 @@ class ConsensusFusionLogic:
         run = LogicRun(progress)
         run.report(0.0, "Reading the raters")
         read = self.readRaters(raters, imageVolume)
+        if smoothness is None:
+            smoothness = default_smoothness_mm(read.kind)
         inputs = (*read.nodes, imageVolume)
         result = FusionOutputs() if outputs is None else replace(
             outputs, probabilities=list(outputs.probabilities), tau=list(outputs.tau))
@@ -241,7 +245,7 @@ class ConsensusFusionLogic:
             fused = fusion.fuse(read.arrays, method, **options)
         run.report(0.88, "Writing the consensus, τ maps and rater table")
         with run:
-            self._write(fused, read, result, run)
+            self._write(fused, read, result, run, smoothness)
             run.report(1.0, result.summary)
         if outputs is None:
             return result
@@ -250,7 +254,7 @@ class ConsensusFusionLogic:
         return outputs
 
     @staticmethod
-    def _write(fused, read: _Raters, result: FusionOutputs, run: LogicRun) -> None:
+    def _write(fused, read: _Raters, result: FusionOutputs, run: LogicRun, smoothness: float) -> None:
         grid, base = read.grid, read.base
         labels = fused.consensus_labels()
         n_consensus = labels.shape[0]
@@ -283,6 +287,8 @@ class ConsensusFusionLogic:
         result.result = fused
         volume_ml = np.count_nonzero(fused.mask) * float(np.prod(fused.spacing)) / 1000.0
         summary = f"{len(read.names)} raters fused ({fused.method}): consensus {volume_ml:.2f} ml"
+        if fused.method in ("student-t", "gaussian"):
+            summary += f"; smoothness prior {smoothness:g} mm" if smoothness > 0 else "; no spatial prior"
         outlier = fused.lowest_tau_rater()
         if outlier is not None:
             summary += f"; least trusted: {read.names[outlier]} (relative τ {fused.relative_tau[outlier]:.2f})"

@@ -4,7 +4,7 @@ Examples::
 
     fuse raters.seg.nrrd --image t1.nii.gz -o out/                 # one segment per rater
     fuse r1.nrrd r2.nrrd r3.nrrd --method gaussian -o out/         # one mask / label map per file
-    fuse net*.nrrd --probabilities --smoothness-mm 3 -o out/       # networks' P(structure) volumes
+    fuse net*.nrrd --probabilities --link logit -o out/            # networks' P(structure) volumes
     fuse raters.seg.nrrd --mixture -o out/                         # clusters of raters
 
 writes into the output folder:
@@ -36,7 +36,8 @@ from typing import Sequence
 
 import numpy as np
 
-from SegmentationUncertaintyLib.fusion import DEFAULT_SMOOTHNESS_MM, METHODS, FusionResult, fuse, fuse_mixture
+from SegmentationUncertaintyLib.fusion import (DEFAULT_SMOOTHNESS_MM, METHODS, FusionResult, default_smoothness_mm,
+                                               fuse, fuse_mixture)
 from SegmentationUncertaintyLib.geometry import Geometry, slice_view
 
 from .io import read_image, read_segmentation, run_command, write_map, write_segmentation
@@ -59,9 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--method", choices=METHODS, default="student-t", help="fusion method (default student-t)")
     parser.add_argument("--image", help="image volume: masks become probabilities through geodesic distances that "
                         "follow its edges (default: Euclidean); also the output grid and the figure's background")
-    parser.add_argument("--smoothness-mm", type=float, default=DEFAULT_SMOOTHNESS_MM,
-                        help=f"spacing (and width) of the spatial prior's Gaussian bases, mm (default "
-                        f"{DEFAULT_SMOOTHNESS_MM:g}; 0: no spatial prior)")
+    parser.add_argument("--smoothness-mm", type=float, default=None,
+                        help=f"spacing (and width) of the spatial prior's Gaussian bases, mm; 0: no spatial prior "
+                        f"(default {DEFAULT_SMOOTHNESS_MM:g} for masks, {default_smoothness_mm('probability'):g} "
+                        "with --probabilities: smooth maps fuse better without it)")
     parser.add_argument("--scale-mm", type=float, default=1.0, help="width of the masks' probability maps: "
                         "P(inside) = sigmoid(-distance / scale), mm (default 1)")
     parser.add_argument("--link", choices=("sqrt", "logit"), default="sqrt", help="link function (default sqrt)")
@@ -189,8 +191,11 @@ def write_figure(path: str, result: FusionResult, geometry: Geometry, image: np.
 
 def run(args: argparse.Namespace) -> dict:
     """Do the work of :func:`main` for parsed arguments; raises ``ValueError`` for bad input."""
-    if not (np.isfinite(args.smoothness_mm) and args.smoothness_mm >= 0):
-        raise ValueError(f"--smoothness-mm must be a length >= 0 in mm (0: no spatial prior), got {args.smoothness_mm}")
+    smoothness = args.smoothness_mm
+    if smoothness is None:
+        smoothness = default_smoothness_mm("probability" if args.probabilities else "mask")
+    if not (np.isfinite(smoothness) and smoothness >= 0):
+        raise ValueError(f"--smoothness-mm must be a length >= 0 in mm (0: no spatial prior), got {smoothness}")
     if not (np.isfinite(args.scale_mm) and args.scale_mm > 0):
         raise ValueError(f"--scale-mm must be a positive length in mm, got {args.scale_mm}")
     if args.mixture and args.method not in ("student-t", "gaussian", "majority", "staple"):
@@ -207,8 +212,8 @@ def run(args: argparse.Namespace) -> dict:
     spacing = geometry.spacing[1:] if flat else geometry.spacing
     options = dict(spacing=spacing, image=None if (image is None or args.probabilities) else (image[0] if flat else image),
                    kind="probability" if args.probabilities else "mask", names=names, link=args.link,
-                   scale_mm=args.scale_mm, spatial_prior=args.smoothness_mm > 0,
-                   smoothness_mm=args.smoothness_mm if args.smoothness_mm > 0 else DEFAULT_SMOOTHNESS_MM,
+                   scale_mm=args.scale_mm, spatial_prior=smoothness > 0,
+                   smoothness_mm=smoothness if smoothness > 0 else DEFAULT_SMOOTHNESS_MM,
                    device=args.device)
 
     def progress(fraction: float, message: str) -> None:
@@ -248,7 +253,7 @@ def run(args: argparse.Namespace) -> dict:
     figure = write_figure(os.path.join(args.output, "figure.png"), _as_3d(result) if flat else result, geometry,
                           None if image is None else image)
     summary = {"raters": list(args.raters), "names": names, "method": args.method, "mixture": args.mixture,
-               "image": args.image, "smoothness_mm": args.smoothness_mm, "scale_mm": args.scale_mm,
+               "image": args.image, "smoothness_mm": smoothness, "scale_mm": args.scale_mm,
                "link": args.link, "n_consensuses": len(titles), "tau_maps": tau_files, "figure": figure,
                "consensus_volume_ml": float(np.count_nonzero(result.mask) * np.prod(geometry.spacing) / 1000.0),
                "table": table, "parameters": {k: v for k, v in result.parameters.items()

@@ -82,10 +82,13 @@ def test_fuse_probability_volumes_and_mixture(case):
         (folder / source / "frequency.nrrd").write_bytes((folder / f"p{i}.nrrd").read_bytes())
     assert main([str(folder / "ssn" / "frequency.nrrd"), str(folder / "phiseg" / "frequency.nrrd"),
                  "--probabilities", "-o", str(folder / "out_f"), "-q"]) == 0
-    assert json.loads((folder / "out_f" / "summary.json").read_text())["names"] == ["ssn/frequency", "phiseg/frequency"]
+    probabilistic = json.loads((folder / "out_f" / "summary.json").read_text())
+    assert probabilistic["names"] == ["ssn/frequency", "phiseg/frequency"]
+    # probability volumes are fused without the smoothness prior by default, masks with it
+    assert probabilistic["smoothness_mm"] == 0 and not probabilistic["parameters"]["spatial_prior"]
     assert main([str(folder / "raters.seg.nrrd"), "--mixture", "-o", str(folder / "out_m"), "-q"]) == 0
     summary = json.loads((folder / "out_m" / "summary.json").read_text())
-    assert summary["n_consensuses"] == 1
+    assert summary["n_consensuses"] == 1 and summary["smoothness_mm"] == 2.0
 
 
 def test_fuse_errors_exit_2(case, tmp_path, capsys):

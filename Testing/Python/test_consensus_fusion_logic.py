@@ -44,6 +44,8 @@ def test_student_t_tau_is_low_where_a_rater_is_an_outlier_and_is_shown(hippocamp
     assert min(rows, key=lambda row: row["relative tau"])["rater"] == OUTLIER
     assert all(0 < row["relative tau"] <= 1 for row in rows)
     assert f"least trusted: {OUTLIER}" in out.summary
+    # segments are fused with the smoothness prior by default, and the summary says which model ran
+    assert out.result.parameters["smoothness_mm"] == 2.0 and "smoothness prior 2 mm" in out.summary
     # the variances at the floor of the maps' resolution are reported as such, not as the raters' own
     floor = out.result.parameters["min_variance"]
     at_floor = sum(row["variance"] <= floor * (1 + 1e-3) for row in rows)
@@ -123,6 +125,10 @@ def test_probability_volumes_as_raters(hippocampus):
     out = ConsensusFusionLogic().fuse(nodes, volume, method="student-t")
     for snapshot, node in zip(before, nodes):
         assert_unchanged(snapshot, node)
+    # probability volumes are smooth already: fused without the smoothness prior unless one is asked for
+    assert not out.result.parameters["spatial_prior"] and "no spatial prior" in out.summary
+    smooth = ConsensusFusionLogic().fuse(nodes, volume, method="student-t", smoothness=3.0)
+    assert smooth.result.parameters["smoothness_mm"] == 3.0 and "smoothness prior 3 mm" in smooth.summary
     assert [row["rater"] for row in table_rows(out.raterTable)] == ["network 0", "network 1", "network 2"]
     assert out.consensus.GetName() == "Raters consensus" and len(out.tau) == 3
     probability = slicer.util.arrayFromVolume(out.probabilities[0])
@@ -155,7 +161,8 @@ def test_samplers_frequency_maps_are_offered_and_fused_as_probabilistic_raters(h
     assert [node.GetName() for node in maps] == [f"{raters.GetSegmentation().GetSegment(reference).GetName()} "
                                                  f"{source} frequency" for source in ("logodds", "staple-icm", "logodds")]
     # frequency maps of a few samples are mostly exactly 0 or 1: the square-root link (the default) is the one
-    # for them (bench/frequency_maps_fusion.py); with the logit the converged consensus here has Dice 0.86
+    # for them (bench/frequency_maps_fusion.py); with the logit and the smoothness prior the converged consensus
+    # here had Dice 0.86 (probability maps are now fused without the prior by default: default_smoothness_mm)
     out = ConsensusFusionLogic().fuse(maps, volume, method="student-t")
     # the two runs of one source have one name: the table tells them apart
     names = [row["rater"] for row in table_rows(out.raterTable)]

@@ -7,7 +7,7 @@ from trame.widgets import html
 from trame.widgets import vuetify3 as v3
 
 from ConsensusFusionLib.logic import ConsensusFusionLogic, FusionOutputs
-from SegmentationUncertaintyLib.fusion import DEFAULT_SMOOTHNESS_MM
+from SegmentationUncertaintyLib.fusion import default_smoothness_mm
 from SegmentationUncertaintyLogic.nodes import (PROBABILITY_MAP_ATTRIBUTE, probability_maps, save_segmentation,
                                                 save_table_csv, save_volume, segment_ids, table_rows)
 from SegmentationUncertaintyLogic.overlays import hide_overlay
@@ -22,6 +22,8 @@ INPUTS = [f"{P}_{key}" for key in ("kind", "selected", "selected_maps", "method"
 #: (bench/frequency_maps_fusion.py): the square root stays the default.
 LINK_TITLES = {"sqrt": "Square root (Hellinger)", "logit": "Logit (log-odds: smooth maps)"}
 T = [("data_testid", "data-testid")]
+#: The panel's kinds of raters -> the fusion's (whose default smoothness the panel starts from).
+KINDS = {"segments": "mask", "maps": "probability"}
 #: Rater table columns: (key in the logic's table, title in the page). What a reader compares raters by comes
 #: first, where the narrow drawer shows it; the model's parameters follow (the table scrolls sideways).
 COLUMNS = [("rater", "Rater"), ("relative tau", "Rel. τ"), ("Dice to consensus", "Dice"),
@@ -56,7 +58,7 @@ class FusionPanel:
         state[f"{P}_link"] = "sqrt"
         state[f"{P}_methods"] = [{"title": t, "value": k} for k, t in self.logic.methods.items()]
         state[f"{P}_method"] = "student-t"
-        state[f"{P}_smoothness"] = DEFAULT_SMOOTHNESS_MM
+        state[f"{P}_smoothness"] = default_smoothness_mm(KINDS[state[f"{P}_kind"]])
         state[f"{P}_mixture"] = False
         state[f"{P}_summary"] = ""
         state[f"{P}_rows"] = []
@@ -64,6 +66,7 @@ class FusionPanel:
         state[f"{P}_tau"] = None
         state[f"{P}_files"] = []
         state.change(f"{P}_set")(self._on_set)
+        state.change(f"{P}_kind")(self._on_kind)
 
     # ----------------------------------------------------------------------------------------- view
     def build(self) -> None:
@@ -159,6 +162,11 @@ class FusionPanel:
         with self.server.state as state:
             state[f"{P}_raters"] = raters
             state[f"{P}_selected"] = [r["value"] for r in raters]
+
+    def _on_kind(self, **_) -> None:
+        # each kind of rater starts from its own smoothness: probability maps fuse better without the prior
+        with self.server.state as state:
+            state[f"{P}_smoothness"] = default_smoothness_mm(KINDS[state[f"{P}_kind"]])
 
     def _set_node(self):
         node_id = self.server.state[f"{P}_set"]

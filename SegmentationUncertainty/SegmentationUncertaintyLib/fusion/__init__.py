@@ -9,10 +9,11 @@
   bases), :mod:`.student_t` (the variational updates), :mod:`.mixture`, :mod:`.baselines`.
 """
 
-from .consensus import DEFAULT_SMOOTHNESS_MM, METHODS, fuse, fuse_maps, fuse_mixture
+from .consensus import DEFAULT_SMOOTHNESS_MM, METHODS, default_smoothness_mm, fuse, fuse_maps, fuse_mixture
 from .inputs import RaterMaps, check_raters, labels_to_probabilities, prepare_raters
 from .links import LogitLink, SqrtLink, get_link
 from .result import FusionResult
 
-__all__ = ["fuse", "fuse_mixture", "fuse_maps", "METHODS", "DEFAULT_SMOOTHNESS_MM", "FusionResult", "RaterMaps",
-           "check_raters", "labels_to_probabilities", "prepare_raters", "SqrtLink", "LogitLink", "get_link"]
+__all__ = ["fuse", "fuse_mixture", "fuse_maps", "METHODS", "DEFAULT_SMOOTHNESS_MM", "default_smoothness_mm",
+           "FusionResult", "RaterMaps", "check_raters", "labels_to_probabilities", "prepare_raters", "SqrtLink",
+           "LogitLink", "get_link"]
