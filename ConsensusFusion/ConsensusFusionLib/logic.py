@@ -17,6 +17,7 @@ import numpy as np
 from SegmentationUncertaintyLib import fusion
 from SegmentationUncertaintyLib.fusion import DEFAULT_SMOOTHNESS_MM, default_smoothness_mm
 from SegmentationUncertaintyLib.fusion.links import LINKS
+from SegmentationUncertaintyLib.validation import check_device
 from SegmentationUncertaintyLogic.nodes import (Cancelled, LogicRun, add_segment, distinct_colors,
                                                 geometry_of_volume, mark_probability_map, new_or_cleared_segmentation,
                                                 reference_grid_volume, require_output_nodes, require_segment,
@@ -160,7 +161,7 @@ class ConsensusFusionLogic:
     def fuse(self, raters, imageVolume=None, method: str = "student-t",
              smoothness: float | None = None, mixture: bool = False, scale: float = 1.0,
              link: str = "sqrt", maxIterations: int = 500, outputs: FusionOutputs | None = None,
-             progress: Progress | None = None, device: str = "cpu") -> FusionOutputs:
+             progress: Progress | None = None, device: str = "auto") -> FusionOutputs:
         """Fuse raters into a consensus, with per-rater τ maps and a rater table.
 
         Parameters
@@ -194,6 +195,10 @@ class ConsensusFusionLogic:
             after the first rater segmentation ("Raters" for volumes). The same object is returned, filled in.
         progress : callable(fraction, message), optional
             Returning ``False`` cancels: :class:`FusionCancelled` is raised and the new nodes are removed.
+        device : {"auto", "cpu", "cuda"}
+            Where the Student-t and Gaussian fits run; ``"auto"``: the GPU when torch sees one, else the CPU.
+            The fits are deterministic on either; with the smoothness prior the GPU is the fast one (the
+            README's times for ``bench/bench_fusion.py``).
 
         Returns
         -------
@@ -217,6 +222,7 @@ class ConsensusFusionLogic:
             raise ValueError(f"maxIterations must be a positive integer, got {maxIterations!r}")
         if mixture and method not in ("student-t", "gaussian"):
             raise ValueError(f"the mixture of consensuses needs the Student-t or Gaussian method, not {method!r}")
+        check_device(device)
         if outputs is not None and not isinstance(outputs, FusionOutputs):
             raise ValueError(f"outputs must be a FusionOutputs, got {type(outputs).__name__}")
         run = LogicRun(progress)
@@ -301,8 +307,11 @@ class ConsensusFusionLogic:
             summary += f"; {who} variance at the maps' voxel-resolution floor ({floor:.3g})"
         if n_consensus > 1:
             summary += f"; {n_consensus} clusters of raters"
+        fits = fused.parameters.get("clusters", [fused.parameters])
+        if any(fit.get("device") == "cuda" for fit in fits):
+            summary += "; fitted on the GPU"
         # a mixture fits one consensus per cluster: report the one furthest from settled
-        stopped = [fit for fit in fused.parameters.get("clusters", [fused.parameters]) if not fit.get("converged", True)]
+        stopped = [fit for fit in fits if not fit.get("converged", True)]
         if stopped:
             fit = max(stopped, key=lambda fit: fit["last_change"])
             summary += (f"; not converged: stopped after {fit['n_iterations']} iterations, the last still moving the "

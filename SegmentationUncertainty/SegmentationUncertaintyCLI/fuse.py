@@ -39,6 +39,7 @@ import numpy as np
 from SegmentationUncertaintyLib.fusion import (DEFAULT_SMOOTHNESS_MM, METHODS, FusionResult, default_smoothness_mm,
                                                fuse, fuse_mixture)
 from SegmentationUncertaintyLib.geometry import Geometry, slice_view
+from SegmentationUncertaintyLib.validation import check_device
 
 from .io import read_image, read_segmentation, run_command, write_map, write_segmentation
 
@@ -68,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "P(inside) = sigmoid(-distance / scale), mm (default 1)")
     parser.add_argument("--link", choices=("sqrt", "logit"), default="sqrt", help="link function (default sqrt)")
     parser.add_argument("--mixture", action="store_true", help="find clusters of raters and one consensus each")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, or auto: the GPU when torch sees one "
+                        "(default auto)")
     parser.add_argument("-o", "--output", default="fuse_output", help="output folder (created if needed)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
     return parser
@@ -200,6 +202,7 @@ def run(args: argparse.Namespace) -> dict:
         raise ValueError(f"--scale-mm must be a positive length in mm, got {args.scale_mm}")
     if args.mixture and args.method not in ("student-t", "gaussian", "majority", "staple"):
         raise ValueError(f"unknown method {args.method!r}")
+    device = str(check_device(args.device))
     image, grid = None, None
     if args.image is not None:
         image, geometry = read_image(args.image)
@@ -214,7 +217,7 @@ def run(args: argparse.Namespace) -> dict:
                    kind="probability" if args.probabilities else "mask", names=names, link=args.link,
                    scale_mm=args.scale_mm, spatial_prior=smoothness > 0,
                    smoothness_mm=smoothness if smoothness > 0 else DEFAULT_SMOOTHNESS_MM,
-                   device=args.device)
+                   device=device)
 
     def progress(fraction: float, message: str) -> None:
         if not args.quiet:
@@ -254,7 +257,8 @@ def run(args: argparse.Namespace) -> dict:
                           None if image is None else image)
     summary = {"raters": list(args.raters), "names": names, "method": args.method, "mixture": args.mixture,
                "image": args.image, "smoothness_mm": smoothness, "scale_mm": args.scale_mm,
-               "link": args.link, "n_consensuses": len(titles), "tau_maps": tau_files, "figure": figure,
+               "link": args.link, "device": device, "n_consensuses": len(titles), "tau_maps": tau_files,
+               "figure": figure,
                "consensus_volume_ml": float(np.count_nonzero(result.mask) * np.prod(geometry.spacing) / 1000.0),
                "table": table, "parameters": {k: v for k, v in result.parameters.items()
                                               if isinstance(v, (int, float, str, bool, type(None)))}}

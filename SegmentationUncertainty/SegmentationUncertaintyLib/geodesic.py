@@ -113,7 +113,7 @@ def signed_geodesic_distance(mask: np.ndarray, image: np.ndarray | None = None,
         (as FastGeodis): on the noisy benchmark image of ``bench/bench_geodesic.py`` it is within 3.1 %
         of convergence everywhere (0.03 % on average, at most 0.6 mm where ``|G| < 20`` mm); one
         iteration is within 23 %.
-    device : {"cpu", "cuda"}
+    device : {"cpu", "cuda", "auto"}
         Where the sweeps run.
 
     Returns

@@ -85,7 +85,7 @@ class GPSSISampler(SegmentationSampler):
         ``k`` of the region of interest ``|μ| < k ω0^{1/2}`` (module docstring); ``None`` = whole grid.
     rtol : float
         Trace fraction of each axis' correlation matrix left out by the low-rank factors.
-    device : {"cpu", "cuda"}
+    device : {"cpu", "cuda", "auto"}
     mean : ndarray, optional
         A precomputed mean ``μ`` (mm, negative exactly inside the reference) to skip the geodesic.
 

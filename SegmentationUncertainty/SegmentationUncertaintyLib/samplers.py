@@ -53,8 +53,11 @@ class SegmentationSampler(abc.ABC):
         Reference segmentation; must have both inside and outside voxels.
     spacing : sequence of float, optional
         Voxel size per array axis in mm (default 1 mm).
-    device : {"cpu", "cuda"}
-        Where the sampling runs; samples come back as numpy arrays.
+    device : {"cpu", "cuda", "auto"}
+        Where the sampling runs (``"auto"``: the GPU when torch sees one); samples come back as numpy arrays.
+        GPSSI draws its random numbers with numpy, so either device gives the same samples (up to
+        rounding at the level set); the other samplers use the device's own random streams, so a GPU draws
+        other samples than the CPU for the same seed (each reproducible on its own).
 
     Subclasses set :attr:`name` and implement :meth:`_draw` (a batch of samples given their indices).
     """

@@ -59,15 +59,18 @@ def check_image(image: np.ndarray, name: str = "image", shape: tuple[int, ...] |
 
 
 def check_device(device) -> "torch.device":
-    """Return ``device`` as a ``torch.device`` after checking it is ``"cpu"`` or an available ``"cuda"``."""
+    """Return ``device`` as a ``torch.device`` after checking it is ``"cpu"``, an available ``"cuda"``, or
+    ``"auto"`` (CUDA when torch sees a GPU, else the CPU)."""
     import torch
 
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(device)
     except (RuntimeError, TypeError) as error:
-        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}") from error
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'auto', got {device!r}") from error
     if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'auto', got {device!r}")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' was asked for but torch sees no CUDA GPU; use device='cpu'")
+        raise ValueError("device='cuda' was asked for but torch sees no CUDA GPU; use device='cpu' or 'auto'")
     return device

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from scipy import ndimage as ndi
 
 from SegmentationUncertaintyCLI.fuse import main
@@ -86,6 +87,9 @@ def test_fuse_probability_volumes_and_mixture(case):
     assert probabilistic["names"] == ["ssn/frequency", "phiseg/frequency"]
     # probability volumes are fused without the smoothness prior by default, masks with it
     assert probabilistic["smoothness_mm"] == 0 and not probabilistic["parameters"]["spatial_prior"]
+    # --device defaults to auto: the GPU when torch sees one
+    assert probabilistic["device"] == probabilistic["parameters"]["device"] == (
+        "cuda" if torch.cuda.is_available() else "cpu")
     assert main([str(folder / "raters.seg.nrrd"), "--mixture", "-o", str(folder / "out_m"), "-q"]) == 0
     summary = json.loads((folder / "out_m" / "summary.json").read_text())
     assert summary["n_consensuses"] == 1 and summary["smoothness_mm"] == 2.0
@@ -103,6 +107,8 @@ def test_fuse_errors_exit_2(case, tmp_path, capsys):
     assert main([str(folder / "p0.nrrd"), str(tmp_path / "bad.nrrd"), "--probabilities", "-o",
                  str(tmp_path / "d")]) == 2
     assert "[0, 1]" in capsys.readouterr().err
+    assert main([str(folder / "raters.seg.nrrd"), "--device", "tpu", "-o", str(tmp_path / "e")]) == 2
+    assert "'cpu', 'cuda' or 'auto'" in capsys.readouterr().err and not (tmp_path / "e").exists()
     with pytest.raises(SystemExit) as exit_info:
         main([str(folder / "raters.seg.nrrd"), "--method", "average"])
     assert exit_info.value.code == 2

@@ -3,6 +3,7 @@ ventricles (cropped), given as segments of one or several segmentations or as pr
 
 import numpy as np
 import pytest
+import torch
 
 from ConsensusFusionLib.logic import ConsensusFusionLogic, FusionCancelled, FusionOutputs
 from ConsensusFusionLib.testing import OUTLIER, add_rater_case, check_fusion
@@ -46,6 +47,9 @@ def test_student_t_tau_is_low_where_a_rater_is_an_outlier_and_is_shown(hippocamp
     assert f"least trusted: {OUTLIER}" in out.summary
     # segments are fused with the smoothness prior by default, and the summary says which model ran
     assert out.result.parameters["smoothness_mm"] == 2.0 and "smoothness prior 2 mm" in out.summary
+    # the fit runs on the GPU when torch sees one (device="auto"), and the summary says so
+    gpu = torch.cuda.is_available()
+    assert out.result.parameters["device"] == ("cuda" if gpu else "cpu") and ("fitted on the GPU" in out.summary) == gpu
     # the variances at the floor of the maps' resolution are reported as such, not as the raters' own
     floor = out.result.parameters["min_variance"]
     at_floor = sum(row["variance"] <= floor * (1 + 1e-3) for row in rows)
@@ -271,6 +275,7 @@ def test_bad_inputs_raise_before_work_and_leave_the_scene(hippocampus):
         ({"smoothness": -1.0}, "smoothness must be"),
         ({"scale": 0.0}, "scale must be"),
         ({"link": "probit"}, "unknown link 'probit'"),
+        ({"device": "tpu"}, "'cpu', 'cuda' or 'auto'"),
         ({"maxIterations": 0}, "maxIterations must be a positive integer"),
         ({"maxIterations": 2.5}, "maxIterations must be a positive integer"),
         ({"method": "staple", "mixture": True}, "needs the Student-t or Gaussian"),

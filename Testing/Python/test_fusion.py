@@ -643,6 +643,20 @@ def test_bad_input_is_refused_before_any_work(truth):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA"):
             fuse([truth, truth], device="cuda")
+    with pytest.raises(ValueError, match="'cpu', 'cuda' or 'auto'"):
+        fuse([truth, truth], device="tpu")
+
+
+def test_auto_device_is_the_gpu_when_torch_sees_one(truth):
+    """``device="auto"`` (the panels' and ``fuse``'s default) fits on CUDA when there is a GPU, else on the CPU,
+    and says where; the fit is the same as on the device named explicitly."""
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    raters = [truth, ndi.binary_dilation(truth), np.roll(truth, 1, axis=2)]
+    auto = fuse(raters, "student-t", device="auto", spatial_prior=False)
+    named = fuse(raters, "student-t", device=expected, spatial_prior=False)
+    assert auto.parameters["device"] == expected
+    np.testing.assert_array_equal(auto.probabilities, named.probabilities)
+    np.testing.assert_array_equal(auto.tau, named.tau)
 
 
 def test_inputs_are_not_modified(truth, gpssi_raters):

@@ -253,7 +253,7 @@ def fuse_maps(maps: RaterMaps, method: str = "student-t", *, names: Sequence[str
         "smoothness_mm": float(smoothness_mm) if spatial_prior else None,
         "basis_width_mm": (float(basis_width_mm or smoothness_mm) if spatial_prior else None),
         "bias_link": estimate.bias, "covariance": estimate.covariance,
-        "min_variance": float(fit_options["min_variance"]),
+        "min_variance": float(fit_options["min_variance"]), "device": device.type,
     }
     return _result(method, probabilities, maps, names, tau_box=tau_box, tau_outside=resting,
                    bias=estimate.bias @ directions.T,
@@ -307,7 +307,7 @@ def fuse(raters, method: str = "student-t", *, spacing: Sequence[float] | None =
         ``tolerance`` (link units) and changes no weight τ and no hyperparameter by more than that fraction
         (:func:`~.student_t.fit_consensus`); ``parameters`` reports ``converged`` and ``last_change``.
     progress : callable(fraction, message), optional
-    device : {"cpu", "cuda"}
+    device : {"cpu", "cuda", "auto"}
 
     Returns
     -------

@@ -258,7 +258,7 @@ def labels_to_probabilities(labels: np.ndarray, n_classes: int, spacing: Sequenc
         ``s``: ``P(structure) = sigmoid(−d / s)`` for two classes.
     gamma : float, optional
         Geodesic edge weight (default ``100 / mean(|image|)``).
-    device : {"cpu", "cuda"}
+    device : {"cpu", "cuda", "auto"}
 
     Returns
     -------

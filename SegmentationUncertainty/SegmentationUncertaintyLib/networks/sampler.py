@@ -56,7 +56,7 @@ class NetworkSampler(SegmentationSampler):
         shipped ones were trained at 1 mm).
     model : str, Path or LoadedModel
         Model file (see :mod:`.io`) or a loaded model.
-    device : {"cpu", "cuda"}
+    device : {"cpu", "cuda", "auto"}
     margin : int or None
         Voxels added around the reference's bounding box (in-plane for 2-D models); ``None``: the whole
         grid (every slice for a 2-D model).
