@@ -197,8 +197,8 @@ class ConsensusFusionLogic:
             Returning ``False`` cancels: :class:`FusionCancelled` is raised and the new nodes are removed.
         device : {"auto", "cpu", "cuda"}
             Where the Student-t and Gaussian fits run; ``"auto"``: the GPU when torch sees one, else the CPU.
-            The fits are deterministic on either; with the smoothness prior the GPU is the fast one (the
-            README's times for ``bench/bench_fusion.py``).
+            Both fit the same model (float32 rounding differs); with the smoothness prior the GPU is the
+            fast one (the README's times for ``bench/bench_fusion.py``).
 
         Returns
         -------
