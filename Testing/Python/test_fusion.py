@@ -346,6 +346,18 @@ def test_small_structures_keep_their_size(method):
         assert dice(mask, raters[1]) > 0.98, radius
 
 
+def test_fusion_scale_bench_reports_every_method():
+    """``bench/fusion_scale.py`` (the README's time and memory at a clinical CT size), on a slab of 6 slices:
+    each method runs in a process of its own, and every one is reported, against STAPLE timed in the same run."""
+    script = bench_scripts.load("fusion_scale")
+    results = {}
+    script.run(results, slices=6, n_raters=3)
+    assert results["scale_staple_over_staple"] == 1.0
+    for key in script.METHODS:
+        assert results[f"scale_{key}_s"] > 0 and results[f"scale_{key}_ram_gb"] >= 0, key
+        assert results[f"scale_{key}_dice"] > 0.9, key
+
+
 def test_speckled_copies_of_a_truth(truth):
     """Noisy copies whose errors are not smooth: each rater is a GPSSI level function (σ = 1 mm) plus
     independent noise of 2 mm per voxel, thresholded, so its mask is speckled near the border. The
