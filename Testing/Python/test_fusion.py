@@ -667,8 +667,9 @@ def test_auto_device_is_the_gpu_when_torch_sees_one(truth):
     auto = fuse(raters, "student-t", device="auto", spatial_prior=False)
     named = fuse(raters, "student-t", device=expected, spatial_prior=False)
     assert auto.parameters["device"] == expected
-    np.testing.assert_array_equal(auto.probabilities, named.probabilities)
-    np.testing.assert_array_equal(auto.tau, named.tau)
+    # (a tolerance rather than equality: CUDA does not promise bit-identical reruns)
+    np.testing.assert_allclose(auto.probabilities, named.probabilities, atol=1e-5)
+    np.testing.assert_allclose(auto.tau, named.tau, rtol=1e-4)
 
 
 def test_inputs_are_not_modified(truth, gpssi_raters):
