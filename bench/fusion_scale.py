@@ -3,9 +3,10 @@
 Case: an ellipsoid of 1.51 l (semi-axes 80, 60 and 75 mm along z, y, x: a liver-sized organ) on a
 512 × 512 × Z grid of 1.5 × 0.8 × 0.8 mm voxels, and ``P`` raters drawn around it, seeded: each adds a
 smooth random field (white noise smoothed by a Gaussian of 8 mm, scaled to a standard deviation of 2 mm)
-to the ellipsoid's level function, which moves its border by 2–2.7 mm (s.d.). Each method runs in a fresh child process, so that its
-peak memory is its own: the child's peak resident memory above what the raters already took there (and,
-on CUDA, the GPU's peak allocation). The Student-t and Gaussian fits run on one torch thread (as in
+to the ellipsoid's level function, whose slope at the border (0.75–1 per mm) makes that a shift of about
+2–2.7 mm (s.d.). Each method runs in a fresh child process, so that its peak memory is its own: the
+child's peak resident memory above what the raters already took there (and, on CUDA, the GPU's peak
+allocation). The Student-t and Gaussian fits run on one torch thread (as in
 ``bench_fusion.py``), STAPLE and majority vote are SimpleITK's; times are also given as ratios to
 STAPLE's, measured in the same run.
 
@@ -70,8 +71,8 @@ def _fuse_in_child(path: str, key: str, device: str) -> dict:
     result = fuse(raters, method, spacing=SPACING, device=device, **options)
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "ram_gb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 2 ** 20,
-               "gpu_gb": torch.cuda.max_memory_allocated() / 2 ** 30 if device == "cuda" else None,
-               "dice": dice(result.mask, truth), "iterations": result.parameters.get("n_iterations")}
+            "gpu_gb": torch.cuda.max_memory_allocated() / 2 ** 30 if device == "cuda" else None,
+            "dice": dice(result.mask, truth), "iterations": result.parameters.get("n_iterations")}
 
 
 def run(results: dict, slices: int = 120, n_raters: int = 5, device: str = "cpu") -> None:
